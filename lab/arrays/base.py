@@ -361,7 +361,10 @@ class ArrayEmulator:
             with self.lock:
                 if self.state.get("_seeded"):
                     return JSONResponse({"error": "array already seeded"}, status_code=409)
-                self.seed(spec)
+                try:
+                    self.seed(spec)
+                except ValueError as exc:  # a spec this vendor cannot hold (seed validates first)
+                    return JSONResponse({"error": str(exc)}, status_code=400)
                 self.state["_seeded"] = True
                 self.mark_fabric_changed()
                 self.save()

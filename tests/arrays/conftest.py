@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,20 @@ def lab_pki(tmp_path_factory) -> LabPki:
 @pytest.fixture
 def start_array(tmp_path: Path, lab_pki: LabPki) -> Iterator[Callable[..., RunningArray]]:
     """Return a factory that starts an emulator: ``start_array("hpe_primera", **config)``."""
+    with _array_starter(tmp_path, lab_pki) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_array_module(tmp_path_factory, lab_pki: LabPki) -> Iterator[Callable[..., RunningArray]]:
+    """Like ``start_array``, but the emulators it starts live until the test module ends."""
+    with _array_starter(tmp_path_factory.mktemp("arrays"), lab_pki) as start:
+        yield start
+
+
+@contextlib.contextmanager
+def _array_starter(tmp_path: Path, lab_pki: LabPki) -> Iterator[Callable[..., RunningArray]]:
+    """Yield the emulator factory; stop every emulator it started on exit."""
     started: list[RunningArray] = []
 
     def start(vendor: str, **overrides) -> RunningArray:
@@ -91,9 +106,11 @@ def start_array(tmp_path: Path, lab_pki: LabPki) -> Iterator[Callable[..., Runni
         )
         return running
 
-    yield start
-    for running in started:
-        stop(running.pid)
+    try:
+        yield start
+    finally:
+        for running in started:
+            stop(running.pid)
 
 
 def seed_spec(tmp_path: Path, protocol: str, name: str, vmfs: bool) -> dict:
