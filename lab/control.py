@@ -1,0 +1,369 @@
+"""Starting and stopping the lab: ``python -m lab up|down|status|build --dir DIR``."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from lab import topology as topo
+from lab.arrays.base import ArrayConfig
+from lab.pki import LabPki, ensure_pki
+from lab.process import alive, free_port, python_module, spawn, stop, wait_until
+from lab.seed import build_seed
+
+REPO = Path(__file__).resolve().parent.parent
+GO_SOURCES = REPO / "lab" / "vcenter"
+VCSIM_BINARY = REPO / "build" / "vcsim-lab"
+GOPATH = "/usr/share/gocode"
+LISTEN_HOST = "127.0.0.1"
+
+
+class LabError(RuntimeError):
+    """The lab could not be started or stopped; the message says what to do."""
+
+
+# ---- the Go vCenter binary ----------------------------------------------------------------
+
+
+def vcsim_stale() -> bool:
+    """Return True when the vCenter binary is missing or older than its sources."""
+    if not VCSIM_BINARY.exists():
+        return True
+    built = VCSIM_BINARY.stat().st_mtime
+    return any(p.stat().st_mtime > built for p in GO_SOURCES.glob("*.go"))
+
+
+def build_vcsim(force: bool = False) -> Path:
+    """Build lab/vcenter (GOPATH mode, against Debian's govmomi) unless it is up to date."""
+    if not force and not vcsim_stale():
+        return VCSIM_BINARY
+    if shutil.which("go") is None or not Path(GOPATH, "src/github.com/vmware/govmomi").is_dir():
+        raise LabError(
+            "building the lab vCenter needs Go and govmomi: "
+            "apt-get install golang-go golang-github-vmware-govmomi-dev"
+        )
+    VCSIM_BINARY.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": GOPATH, "GOFLAGS": ""}
+    result = subprocess.run(
+        ["go", "build", "-o", str(VCSIM_BINARY), "."],
+        cwd=GO_SOURCES,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise LabError(f"go build of lab/vcenter failed:\n{result.stderr}")
+    return VCSIM_BINARY
+
+
+# ---- state files ------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _secrets(directory: Path) -> dict[str, str]:
+    path = directory / "secrets.json"
+    data = _read_json(path)
+    wanted = ["vcenter"] + [a.name for a in topo.ARRAYS]
+    if not all(k in data for k in wanted):
+        data = {k: data.get(k) or secrets.token_urlsafe(12) for k in wanted}
+        _write_json(path, data)
+        path.chmod(0o600)
+    return data
+
+
+def running_pids(directory: Path) -> dict[str, int]:
+    """Return the lab processes of ``directory`` that are still alive."""
+    pids = _read_json(directory / "pids.json")
+    return {name: pid for name, pid in pids.items() if alive(pid)}
+
+
+# ---- up / down ---------------------------------------------------------------------------------
+
+
+def up(directory: Path, reset: bool = False, tools_delay_s: float = 1.0) -> dict[str, Any]:
+    """Start the lab in ``directory`` and return its description (also in lab.json).
+
+    Array state persists in the directory across restarts; ``reset`` starts from scratch.
+    """
+    directory = directory.resolve()
+    if reset and directory.exists():
+        down(directory)
+        shutil.rmtree(directory)
+    if running_pids(directory):
+        raise LabError(f"a lab is already running in {directory}: run `python -m lab down` first")
+    binary = build_vcsim()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "lab.json").unlink(missing_ok=True)
+    pki = ensure_pki(directory / "pki", [LISTEN_HOST, "localhost"])
+    passwords = _secrets(directory)
+    pids: dict[str, int] = {}
+    try:
+        return _start(directory, binary, pki, passwords, pids, tools_delay_s)
+    except BaseException:
+        for pid in pids.values():
+            stop(pid)
+        (directory / "pids.json").unlink(missing_ok=True)
+        raise
+
+
+def _start(
+    directory: Path,
+    binary: Path,
+    pki: LabPki,
+    passwords: dict[str, str],
+    pids: dict[str, int],
+    tools_delay_s: float,
+) -> dict[str, Any]:
+    vc_port = free_port(LISTEN_HOST)
+    vc_lab = f"https://{LISTEN_HOST}:{vc_port}/lab"
+    logs = directory / "logs"
+    arrays: list[dict[str, Any]] = []
+    for a in topo.ARRAYS:
+        port = free_port(LISTEN_HOST)
+        state_dir = directory / "arrays" / a.name
+        config = ArrayConfig(
+            name=a.name,
+            vendor=a.vendor,  # type: ignore[arg-type]
+            host=LISTEN_HOST,
+            port=port,
+            cert=str(pki.server_cert),
+            key=str(pki.server_key),
+            ca_bundle=str(pki.ca_bundle),
+            state_dir=str(state_dir),
+            user=a.user,
+            password=passwords[a.name],
+            notify_urls=[f"{vc_lab}/fabric-changed"],
+            serial=a.serial,
+            model=a.model,
+            iscsi_portals=list(a.iscsi_portals),
+            nfs_addresses=list(a.nfs_addresses),
+            fc_ports=a.fc_ports,
+            extra=dict(a.extra),
+        )
+        cfg_path = state_dir / "config.json"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(config.model_dump_json(indent=2))
+        pids[a.name] = spawn(python_module("lab.arrays", str(cfg_path)), logs / f"{a.name}.log")
+        _write_json(directory / "pids.json", pids)
+        url = f"https://{LISTEN_HOST}:{port}"
+        arrays.append(
+            {
+                "name": a.name,
+                "vendor": a.vendor,
+                "url": url,
+                "host": LISTEN_HOST,
+                "port": port,
+                "user": a.user,
+                "password": passwords[a.name],
+                "lab_url": f"{url}/lab",
+                "state_dir": str(state_dir),
+            }
+        )
+
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would silently replace the lab CA
+    session.verify = str(pki.ca_bundle)
+    for a in arrays:
+        wait_until(
+            lambda a=a: session.get(f"{a['lab_url']}/state", timeout=5).ok,
+            timeout=60,
+            what=f"array {a['name']}",
+            pid=pids[a["name"]],
+            log=logs / f"{a['name']}.log",
+        )
+
+    unseeded = [a for a in arrays if not (Path(a["state_dir"]) / "seeded").exists()]
+    if unseeded:
+        work = directory / "seed-work"
+        specs = build_seed(work)
+        for a in unseeded:
+            r = session.post(
+                f"{a['lab_url']}/seed", data=specs[a["name"]].model_dump_json(), timeout=300
+            )
+            if r.status_code not in (201, 409):
+                raise LabError(f"seeding {a['name']} failed: HTTP {r.status_code} {r.text}")
+            (Path(a["state_dir"]) / "seeded").write_text("yes\n")
+        shutil.rmtree(work, ignore_errors=True)
+
+    fabrics = {a["name"]: session.get(f"{a['lab_url']}/fabric", timeout=30).json() for a in arrays}
+    states = {a["name"]: session.get(f"{a['lab_url']}/state", timeout=30).json() for a in arrays}
+    vc_config = vcenter_config(pki, passwords["vcenter"], vc_port, arrays, fabrics, tools_delay_s)
+    vc_config["events_log"] = str(directory / "vcenter" / "events.log")
+    (directory / "vcenter").mkdir(parents=True, exist_ok=True)
+    vc_cfg_path = directory / "vcenter" / "config.json"
+    _write_json(vc_cfg_path, vc_config)
+    vc_log = logs / "vcenter.log"
+    pids["vcenter"] = spawn(
+        [str(binary), "-config", str(vc_cfg_path)], vc_log, cwd=directory / "vcenter"
+    )
+    _write_json(directory / "pids.json", pids)
+    wait_until(
+        lambda: session.get(f"{vc_lab}/health", timeout=5).ok,
+        timeout=60,
+        what="lab vCenter",
+        pid=pids["vcenter"],
+        log=vc_log,
+    )
+
+    info = {
+        "dir": str(directory),
+        "ca_bundle": str(pki.ca_bundle),
+        "vcenter": {
+            "host": LISTEN_HOST,
+            "port": vc_port,
+            "user": topo.VCENTER_USER,
+            "password": passwords["vcenter"],
+            "lab_url": vc_lab,
+            "datacenter": topo.DATACENTER,
+            "cluster": topo.CLUSTER,
+        },
+        "arrays": [{k: v for k, v in a.items() if k != "state_dir"} for a in arrays],
+        "hosts": [
+            {"name": h.name, "iqn": h.iqn, "wwpns": list(h.wwpns), "vmk_ip": h.vmk_ip}
+            for h in topo.HOSTS
+        ],
+        "datastores": [
+            {
+                "name": ds.name,
+                "array": ds.array,
+                "volume": ds.volume,
+                "protocol": ds.protocol,
+                "vms": list(ds.vms),
+                "snapshots": [
+                    s["name"]
+                    for s in sorted(states[ds.array]["snapshots"], key=lambda s: s["created"])
+                    if s["volume"] == ds.volume
+                ],
+            }
+            for ds in topo.DATASTORES
+        ],
+        "pids": pids,
+        "logs": str(logs),
+    }
+    _write_json(directory / "lab.json", info)
+    return info
+
+
+def vcenter_config(
+    pki: LabPki,
+    password: str,
+    port: int,
+    arrays: list[dict[str, Any]],
+    fabrics: dict[str, dict[str, Any]],
+    tools_delay_s: float,
+) -> dict[str, Any]:
+    """Return the lab vCenter's config: topology, targets, production NFS mounts and VMs."""
+    hosts = []
+    for h in topo.HOSTS:
+        targets: list[dict[str, Any]] = []
+        for fabric in fabrics.values():
+            for lun in fabric["luns"]:
+                if not any(e["initiator"] == h.iqn.lower() for e in lun["exports"]):
+                    continue
+                for t in lun["iscsi_targets"]:
+                    entry = {"address": t["address"], "port": t["port"], "iqn": t["iqn"]}
+                    if entry not in targets:
+                        targets.append(entry)
+        hosts.append(
+            {
+                "name": h.name,
+                "vmk_ip": h.vmk_ip,
+                "iqn": h.iqn,
+                "wwpns": list(h.wwpns),
+                "static_targets": targets,
+            }
+        )
+    nfs_mounts = []
+    vms = []
+    n = 0
+    for ds in topo.DATASTORES:
+        if ds.protocol == "nfs":
+            export = next(
+                (
+                    e
+                    for e in fabrics[ds.array]["nfs_exports"]
+                    if e["path"].rstrip("/") == f"/{ds.volume}"
+                ),
+                None,
+            )
+            if export is None:
+                raise LabError(f"array {ds.array} does not export /{ds.volume}")
+            nfs_mounts.append(
+                {
+                    "datastore": ds.name,
+                    "server": export["servers"][0],
+                    "path": export["path"],
+                    "hosts": [h.name for h in topo.HOSTS],
+                }
+            )
+        for vm in ds.vms:
+            vms.append(
+                {
+                    "datastore": ds.name,
+                    "vmx": f"{vm}/{vm}.vmx",
+                    "host": topo.HOSTS[n % len(topo.HOSTS)].name,
+                    "power_on": True,
+                }
+            )
+            n += 1
+    return {
+        "listen": f"{LISTEN_HOST}:{port}",
+        "user": topo.VCENTER_USER,
+        "password": password,
+        "cert": str(pki.server_cert),
+        "key": str(pki.server_key),
+        "ca_bundle": str(pki.ca_bundle),
+        "datacenter": topo.DATACENTER,
+        "cluster": topo.CLUSTER,
+        "network": topo.NETWORK,
+        "hosts": hosts,
+        "arrays": [{"name": a["name"], "lab_url": a["lab_url"]} for a in arrays],
+        "nfs_mounts": nfs_mounts,
+        "vms": vms,
+        "guest": {"tools_delay_s": tools_delay_s},
+    }
+
+
+def down(directory: Path) -> list[str]:
+    """Stop every process of the lab in ``directory``; return the names stopped."""
+    directory = directory.resolve()
+    pids = _read_json(directory / "pids.json")
+    # the vCenter first: it must not see arrays vanish under mounted datastores
+    order = sorted(pids, key=lambda name: name != "vcenter")
+    for name in order:
+        stop(pids[name])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in pids.values()):
+        time.sleep(0.05)
+    left = [name for name, pid in pids.items() if alive(pid)]
+    if left:
+        raise LabError(f"lab processes still running after stop: {left}")
+    (directory / "pids.json").unlink(missing_ok=True)
+    (directory / "lab.json").unlink(missing_ok=True)
+    return order
+
+
+def load(directory: Path) -> dict[str, Any]:
+    """Return the running lab's description (lab.json), or raise if it is not running."""
+    path = directory.resolve() / "lab.json"
+    if not path.exists():
+        raise LabError(f"no running lab in {directory}: run `python -m lab up --dir {directory}`")
+    return json.loads(path.read_text())

@@ -1,0 +1,166 @@
+package main
+
+// Building the inventory from the lab topology: one datacenter, one cluster of hosts with
+// their own adapters and VMkernel addresses, the production datastores found on the
+// arrays, and the production VMs.
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+func (l *Lab) build(model *simulator.Model) error {
+	ctx := context.Background()
+	client, err := vim25.NewClient(ctx, model.Service)
+	if err != nil {
+		return err
+	}
+	root := object.NewRootFolder(client)
+	dc, err := root.CreateDatacenter(ctx, l.cfg.Datacenter)
+	if err != nil {
+		return fmt.Errorf("datacenter: %w", err)
+	}
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		return err
+	}
+	cluster, err := folders.HostFolder.CreateCluster(ctx, l.cfg.Cluster, types.ClusterConfigSpecEx{})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	l.dcRef = dc.Reference()
+	l.dsFolderRef = folders.DatastoreFolder.Reference()
+	l.vmFolderRef = folders.VmFolder.Reference()
+	l.clusterRef = cluster.Reference()
+
+	for i, hc := range l.cfg.Hosts {
+		task, err := cluster.AddHost(ctx, types.HostConnectSpec{HostName: hc.Name, Force: true}, true, nil, nil)
+		if err != nil {
+			return fmt.Errorf("host %s: %w", hc.Name, err)
+		}
+		info, err := task.WaitForResult(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("host %s: %w", hc.Name, err)
+		}
+		ref := info.Result.(types.ManagedObjectReference)
+		l.addHost(ref, hc, i)
+	}
+	pool, err := cluster.ResourcePool(ctx)
+	if err != nil {
+		return err
+	}
+	l.poolRef = pool.Reference()
+	dcObj := simulator.Map.Get(l.dcRef).(*simulator.Datacenter)
+	if simulator.Map.FindByName(l.cfg.Network, dcObj.Network) == nil {
+		return fmt.Errorf("network %q not found in the datacenter", l.cfg.Network)
+	}
+	return nil
+}
+
+func (l *Lab) addHost(ref types.ManagedObjectReference, hc HostConfig, index int) {
+	hs := simulator.Map.Get(ref).(*simulator.HostSystem)
+	if hs.Config != nil && hs.Config.Network != nil && len(hs.Config.Network.Vnic) > 0 {
+		vnics := append([]types.HostVirtualNic(nil), hs.Config.Network.Vnic...)
+		ip := *vnics[0].Spec.Ip
+		ip.IpAddress = hc.VmkIP
+		ip.SubnetMask = "255.0.0.0"
+		vnics[0].Spec.Ip = &ip
+		hs.Config.Network.Vnic = vnics
+	}
+	h := &hostState{
+		Name: hc.Name, VmkIP: hc.VmkIP, Ref: ref,
+		StorRef: *hs.ConfigManager.StorageSystem, DssRef: *hs.ConfigManager.DatastoreSystem,
+		Devices: map[string]*device{}, Unmounted: map[string]bool{},
+	}
+	h.HBAs = append(h.HBAs, &hba{Device: "vmhba0", Kind: "local", Bus: 0})
+	for i, w := range hc.WWPNs {
+		wwpn := normalizeInitiator(w)
+		wwnn := "20" + wwpn[2:]
+		h.HBAs = append(h.HBAs, &hba{Device: fmt.Sprintf("vmhba%d", 2+i), Kind: "fc", WWPN: wwpn, WWNN: wwnn, Bus: int32(59 + 36*i)})
+	}
+	sw := &hba{Device: "vmhba64", Kind: "iscsi", IQN: normalizeInitiator(hc.IQN), Bus: 0}
+	for _, t := range hc.StaticTargets {
+		sw.Static = append(sw.Static, target{Address: t.Address, Port: port(t.Port), IQN: t.IQN, Method: "staticMethod"})
+	}
+	h.HBAs = append(h.HBAs, sw)
+	l.hosts = append(l.hosts, h)
+	l.hostByName[h.Name] = h
+	l.hostByRef[ref.Value] = h
+	l.hostBySystem[h.StorRef.Value] = h
+	l.hostBySystem[h.DssRef.Value] = h
+}
+
+// boot does what hosts do when they start: scan every adapter, mount the VMFS volumes
+// they find, mount the configured NFS datastores, then register and start the VMs.
+func (l *Lab) boot() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.refreshFabrics(); err != nil {
+		return err
+	}
+	for _, h := range l.hosts {
+		for _, a := range h.HBAs {
+			l.rescanAdapter(h, a)
+		}
+	}
+	for _, m := range l.cfg.NfsMounts {
+		for _, hn := range m.Hosts {
+			h := l.hostByName[hn]
+			if h == nil {
+				return fmt.Errorf("NFS mount %s: unknown host %s", m.Datastore, hn)
+			}
+			if _, f := l.mountNfs(h, m.Datastore, "NFS", m.Server, m.Path); f != nil {
+				return fmt.Errorf("NFS mount %s on %s: %s", m.Datastore, hn, f.String)
+			}
+		}
+	}
+	for _, h := range l.hosts {
+		l.publishHost(h)
+	}
+	for _, s := range l.cfg.VMs {
+		h := l.hostByName[s.Host]
+		if h == nil {
+			return fmt.Errorf("VM %s: unknown host %s", s.Vmx, s.Host)
+		}
+		pool := l.poolRef
+		res, f := l.registerVM(l.vmFolderRef, &types.RegisterVM_Task{
+			Path: fmt.Sprintf("[%s] %s", s.Datastore, s.Vmx), Pool: &pool, Host: &h.Ref,
+		})
+		if f != nil {
+			return fmt.Errorf("register %s on %s: %s", s.Vmx, s.Datastore, f.String)
+		}
+		if !s.PowerOn {
+			continue
+		}
+		v := l.vms[res.(types.ManagedObjectReference).Value]
+		ds := l.datastores[v.Datastore]
+		vmx, err := readVmx(filepath.Join(ds.ContentDir, v.RelPath))
+		if err != nil {
+			return err
+		}
+		want := uuidLocation(ds.volumeID(), v.RelPath)
+		if have := vmx.get("uuid.location"); have != "" && have != want {
+			return fmt.Errorf("production VM %s would ask 'moved or copied': its uuid.location %q does not match %q",
+				s.Vmx, have, want)
+		}
+		if f := l.powerOn(v, v.obj()); f != nil {
+			return fmt.Errorf("power on %s: %s", s.Vmx, f.String)
+		}
+	}
+	return nil
+}
+
+func hostList(l *Lab) string {
+	names := make([]string, 0, len(l.hosts))
+	for _, h := range l.hosts {
+		names = append(names, h.Name)
+	}
+	return strings.Join(names, ", ")
+}

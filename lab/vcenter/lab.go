@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// Lab holds everything the lab adds to the simulator: what each host's storage stack
+// sees, the datastores it mounted, the VMs it registered, and the storage events (APD)
+// that tests inspect. One mutex guards it; simulator objects are updated under their
+// own locks, always after taking l.mu (never the other way round).
+type Lab struct {
+	mu  sync.Mutex
+	cfg *Config
+	fc  *fabricClient
+
+	fabrics map[string]*Fabric
+
+	hosts        []*hostState
+	hostByName   map[string]*hostState
+	hostByRef    map[string]*hostState // HostSystem moref value
+	hostBySystem map[string]*hostState // HostStorageSystem / HostDatastoreSystem moref value
+
+	datastores map[string]*dsState // Datastore moref value
+	vms        map[string]*vmState // VirtualMachine moref value
+
+	events   []StorageEvent
+	eventSeq int64
+	eventLog *os.File
+
+	guestRules []guestRule
+
+	dcRef, dsFolderRef, vmFolderRef, clusterRef, poolRef types.ManagedObjectReference
+	ctx                                                  *simulator.Context
+	nextID                                               int
+}
+
+// StorageEvent is something a careless restore does to a host's storage: all paths down
+// on a mounted datastore, a device lost while still attached, a VMFS volume destroyed.
+type StorageEvent struct {
+	Seq       int64     `json:"seq"`
+	Time      time.Time `json:"time"`
+	Kind      string    `json:"kind"` // apd | apd_exit | device_lost_while_attached | vmfs_destroyed
+	Host      string    `json:"host,omitempty"`
+	Datastore string    `json:"datastore,omitempty"`
+	NAA       string    `json:"naa,omitempty"`
+	Detail    string    `json:"detail,omitempty"`
+}
+
+func newLab(cfg *Config) (*Lab, error) {
+	fc, err := newFabricClient(cfg.CABundle)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{
+		cfg:          cfg,
+		fc:           fc,
+		fabrics:      map[string]*Fabric{},
+		hostByName:   map[string]*hostState{},
+		hostByRef:    map[string]*hostState{},
+		hostBySystem: map[string]*hostState{},
+		datastores:   map[string]*dsState{},
+		vms:          map[string]*vmState{},
+	}
+	if cfg.Events != "" {
+		l.eventLog, err = os.OpenFile(cfg.Events, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, err
+		}
+	}
+	l.ctx = &simulator.Context{
+		Context: context.Background(),
+		Map:     simulator.Map,
+		Session: &simulator.Session{
+			UserSession: types.UserSession{Key: "lab-internal", UserName: "lab"},
+			Registry:    simulator.NewRegistry(),
+		},
+	}
+	return l, nil
+}
+
+func (l *Lab) newID(prefix string) string {
+	l.nextID++
+	return fmt.Sprintf("%s-%d", prefix, 1000+l.nextID)
+}
+
+// event records a storage event (l.mu held).
+func (l *Lab) event(kind, host, ds, naa, detail string) {
+	l.eventSeq++
+	e := StorageEvent{Seq: l.eventSeq, Time: time.Now().UTC(), Kind: kind, Host: host, Datastore: ds, NAA: naa, Detail: detail}
+	l.events = append(l.events, e)
+	log.Printf("storage event: %s host=%s datastore=%s naa=%s %s", kind, host, ds, naa, detail)
+	if l.eventLog != nil {
+		fmt.Fprintf(l.eventLog, "%s %s host=%s datastore=%s naa=%s %s\n", e.Time.Format(time.RFC3339Nano), kind, host, ds, naa, detail)
+	}
+}
+
+// describeCall names the host and the main argument of a SOAP call, for the call log.
+func (l *Lab) describeCall(m *simulator.Method) (host, arg string) {
+	// hostBySystem and hostByRef are fixed after start-up: no lock needed.
+	if h := l.hostBySystem[m.This.Value]; h != nil {
+		host = h.Name
+	} else if h := l.hostByRef[m.This.Value]; h != nil {
+		host = h.Name
+	}
+	switch req := m.Body.(type) {
+	case *types.RescanHba:
+		arg = req.HbaDevice
+	case *types.AddInternetScsiStaticTargets:
+		arg = req.IScsiHbaDevice
+	case *types.RemoveInternetScsiStaticTargets:
+		arg = req.IScsiHbaDevice
+	case *types.UnmountVmfsVolume:
+		arg = req.VmfsUuid
+	case *types.DetachScsiLun:
+		arg = req.LunUuid
+	case *types.CreateNasDatastore:
+		arg = req.Spec.RemoteHost + ":" + req.Spec.RemotePath
+	case *types.RegisterVM_Task:
+		arg = req.Path
+	case *types.RenameDatastore:
+		arg = req.NewName
+	}
+	return host, arg
+}
+
+// taskEntity returns the managed entity a task about object ref should report.
+func (l *Lab) taskEntity(ref types.ManagedObjectReference) types.ManagedObjectReference {
+	if h := l.hostBySystem[ref.Value]; h != nil {
+		return h.Ref
+	}
+	return ref
+}

@@ -1,0 +1,337 @@
+package main
+
+// The SOAP layer in front of the simulator: it counts every call, injects faults and
+// delays, and serves the methods the simulator lacks (or gets wrong for storage work).
+// Everything else is passed through to govmomi's simulator unchanged.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vmware/govmomi/vim25/xml"
+)
+
+var vimTypes = types.TypeFunc()
+
+// typeFunc resolves a (possibly prefixed) vim type name.
+func typeFunc(name string) (reflect.Type, bool) {
+	if t, ok := vimTypes(name); ok {
+		return t, true
+	}
+	if i := strings.IndexByte(name, ':'); i >= 0 {
+		return vimTypes(name[i+1:])
+	}
+	return nil, false
+}
+
+// callCtx is what an override receives.
+type callCtx struct {
+	method *simulator.Method
+	req    *http.Request
+}
+
+// override serves one SOAP method; it returns the response's returnval (nil for void) or a fault.
+type override func(c *callCtx) (interface{}, *soap.Fault)
+
+type callEntry struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Method string    `json:"method"`
+	This   string    `json:"this"`
+	Host   string    `json:"host,omitempty"`
+	Arg    string    `json:"arg,omitempty"`
+	Fault  string    `json:"fault,omitempty"`
+}
+
+type faultRule struct {
+	Operation string  `json:"operation"`
+	Error     string  `json:"error,omitempty"`
+	Times     *int    `json:"times,omitempty"`
+	DelayS    float64 `json:"delay_s,omitempty"`
+}
+
+type soapLayer struct {
+	lab       *Lab
+	next      http.Handler
+	overrides map[string]override
+
+	mu     sync.Mutex
+	counts map[string]int64
+	log    []callEntry
+	seq    int64
+	rules  []*faultRule
+}
+
+const maxCallLog = 20000
+
+func newSoapLayer(lab *Lab, next http.Handler) *soapLayer {
+	return &soapLayer{lab: lab, next: next, overrides: map[string]override{}, counts: map[string]int64{}}
+}
+
+func (s *soapLayer) handle(objType, method string, fn override) {
+	s.overrides[objType+"."+method] = fn
+}
+
+func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/sdk") {
+		s.next.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	restore := func() {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+	method, err := simulator.UnmarshalBody(typeFunc, body)
+	if err != nil {
+		restore()
+		s.next.ServeHTTP(w, r)
+		return
+	}
+	seq := s.record(method)
+	delay, faultKind := s.take(method.Name)
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	if faultKind != "" && s.authenticated(r) {
+		s.note(seq, faultKind)
+		s.writeInjected(w, method, faultKind)
+		return
+	}
+	if fn := s.overrides[method.This.Type+"."+method.Name]; fn != nil {
+		if !s.authenticated(r) {
+			s.writeFault(w, simulator.Fault("", &types.NotAuthenticated{
+				NoPermission: types.NoPermission{Object: method.This, PrivilegeId: "System.View"},
+			}))
+			return
+		}
+		val, fault := fn(&callCtx{method: method, req: r})
+		if fault != nil {
+			s.note(seq, reflect.TypeOf(fault.Detail.Fault).Elem().Name())
+			s.writeFault(w, fault)
+			return
+		}
+		s.writeResult(w, method.Name, val)
+		return
+	}
+	restore()
+	s.next.ServeHTTP(w, r)
+}
+
+// record counts a call and appends it to the call log; it returns the log sequence number.
+func (s *soapLayer) record(m *simulator.Method) int64 {
+	host, arg := s.lab.describeCall(m)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counts[m.Name]++
+	s.seq++
+	s.log = append(s.log, callEntry{
+		Seq: s.seq, Time: time.Now().UTC(), Method: m.Name,
+		This: m.This.Type + ":" + m.This.Value, Host: host, Arg: arg,
+	})
+	if len(s.log) > maxCallLog {
+		s.log = s.log[len(s.log)-maxCallLog:]
+	}
+	return s.seq
+}
+
+func (s *soapLayer) note(seq int64, fault string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.log) - 1; i >= 0; i-- {
+		if s.log[i].Seq == seq {
+			s.log[i].Fault = fault
+			return
+		}
+	}
+}
+
+// take consumes one use of the first fault rule for method: (delay, fault type name).
+func (s *soapLayer) take(method string) (time.Duration, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.rules {
+		if r.Operation != method {
+			continue
+		}
+		if r.Times != nil {
+			*r.Times--
+			if *r.Times <= 0 {
+				s.rules = append(s.rules[:i], s.rules[i+1:]...)
+			}
+		}
+		return time.Duration(r.DelayS * float64(time.Second)), r.Error
+	}
+	return 0, ""
+}
+
+// authenticated asks the simulator whether the request's session cookie is logged in.
+func (s *soapLayer) authenticated(r *http.Request) bool {
+	const probe = `<?xml version="1.0" encoding="UTF-8"?>` +
+		`<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>` +
+		`<RetrieveInternalContent xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this>` +
+		`</RetrieveInternalContent></soapenv:Body></soapenv:Envelope>`
+	req := httptest.NewRequest(http.MethodPost, "/sdk", strings.NewReader(probe))
+	for _, c := range r.Cookies() {
+		req.AddCookie(c)
+	}
+	rec := httptest.NewRecorder()
+	s.next.ServeHTTP(rec, req)
+	return rec.Code == http.StatusOK
+}
+
+// newFault builds an instance of the vim fault type named kind.
+func newFault(kind string) (types.BaseMethodFault, error) {
+	t, ok := typeFunc(kind)
+	if !ok {
+		return nil, fmt.Errorf("unknown vSphere fault type %q", kind)
+	}
+	v, ok := reflect.New(t).Interface().(types.BaseMethodFault)
+	if !ok {
+		return nil, fmt.Errorf("%q is not a vSphere fault type", kind)
+	}
+	return v, nil
+}
+
+func (s *soapLayer) writeInjected(w http.ResponseWriter, m *simulator.Method, kind string) {
+	f, err := newFault(kind)
+	if err != nil { // validated when the rule was added
+		f = &types.SystemError{Reason: err.Error()}
+	}
+	msg := "lab: injected " + kind
+	if strings.HasSuffix(m.Name, "_Task") {
+		entity := s.lab.taskEntity(m.This)
+		ref := s.lab.runTask(entity, strings.TrimSuffix(m.Name, "_Task")+"Task",
+			func() (types.AnyType, *soap.Fault) { return nil, simulator.Fault(msg, f) })
+		s.writeResult(w, m.Name, ref)
+		return
+	}
+	s.writeFault(w, simulator.Fault(msg, f))
+}
+
+// ---- encoding -------------------------------------------------------------------------------
+
+type envelope struct {
+	XMLName xml.Name    `xml:"soapenv:Envelope"`
+	Enc     string      `xml:"xmlns:soapenc,attr"`
+	Env     string      `xml:"xmlns:soapenv,attr"`
+	XSD     string      `xml:"xmlns:xsd,attr"`
+	XSI     string      `xml:"xmlns:xsi,attr"`
+	Body    interface{} `xml:"soapenv:Body"`
+}
+
+type resultBody struct {
+	name string
+	val  interface{}
+}
+
+func (b resultBody) MarshalXML(e *xml.Encoder, start xml.StartElement) error {
+	if err := e.EncodeToken(start); err != nil {
+		return err
+	}
+	el := xml.StartElement{Name: xml.Name{Space: "urn:vim25", Local: b.name}}
+	if err := e.EncodeElement(b.val, el); err != nil {
+		return err
+	}
+	return e.EncodeToken(start.End())
+}
+
+type faultBody struct {
+	fault *soap.Fault
+}
+
+func (b faultBody) MarshalXML(e *xml.Encoder, start xml.StartElement) error {
+	if err := e.EncodeToken(start); err != nil {
+		return err
+	}
+	f := xml.StartElement{Name: xml.Name{Local: "soapenv:Fault"}}
+	if err := e.EncodeToken(f); err != nil {
+		return err
+	}
+	code := b.fault.Code
+	if code == "" {
+		code = "ServerFaultCode"
+	}
+	if err := e.EncodeElement(code, xml.StartElement{Name: xml.Name{Local: "faultcode"}}); err != nil {
+		return err
+	}
+	if err := e.EncodeElement(b.fault.String, xml.StartElement{Name: xml.Name{Local: "faultstring"}}); err != nil {
+		return err
+	}
+	detail := xml.StartElement{Name: xml.Name{Local: "detail"}}
+	if err := e.EncodeToken(detail); err != nil {
+		return err
+	}
+	kind := reflect.TypeOf(b.fault.Detail.Fault).Elem().Name()
+	inner := xml.StartElement{
+		Name: xml.Name{Local: kind + "Fault"},
+		Attr: []xml.Attr{
+			{Name: xml.Name{Local: "xmlns"}, Value: "urn:vim25"},
+			{Name: xml.Name{Local: "xsi:type"}, Value: kind},
+		},
+	}
+	if err := e.EncodeElement(b.fault.Detail.Fault, inner); err != nil {
+		return err
+	}
+	if err := e.EncodeToken(detail.End()); err != nil {
+		return err
+	}
+	if err := e.EncodeToken(f.End()); err != nil {
+		return err
+	}
+	return e.EncodeToken(start.End())
+}
+
+func writeEnvelope(w http.ResponseWriter, status int, body interface{}) {
+	var out bytes.Buffer
+	out.WriteString(xml.Header)
+	enc := xml.NewEncoder(&out)
+	err := enc.Encode(&envelope{
+		Enc:  "http://schemas.xmlsoap.org/soap/encoding/",
+		Env:  "http://schemas.xmlsoap.org/soap/envelope/",
+		XSD:  "http://www.w3.org/2001/XMLSchema",
+		XSI:  "http://www.w3.org/2001/XMLSchema-instance",
+		Body: body,
+	})
+	if err == nil {
+		err = enc.Flush()
+	}
+	if err != nil {
+		log.Printf("encoding response: %v", err)
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(out.Bytes())
+}
+
+// genericResponse is any method's response: the simulator's types registry has no
+// *Response types, so the element name comes from the method and returnval is encoded as is.
+type genericResponse struct {
+	Returnval interface{} `xml:"returnval,omitempty"`
+}
+
+func (s *soapLayer) writeResult(w http.ResponseWriter, method string, val interface{}) {
+	writeEnvelope(w, http.StatusOK, resultBody{name: method + "Response", val: genericResponse{Returnval: val}})
+}
+
+func (s *soapLayer) writeFault(w http.ResponseWriter, f *soap.Fault) {
+	writeEnvelope(w, http.StatusInternalServerError, faultBody{fault: f})
+}

@@ -1,0 +1,787 @@
+package main
+
+// Virtual machines on lab datastores: registration that reads the .vmx (name, CPU,
+// memory, NICs, disks), the "moved or copied" question on power-on, and simulated guests
+// whose VMware Tools start (or never start) after power-on.
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+type vmState struct {
+	Ref        types.ManagedObjectReference
+	Datastore  string // Datastore moref value
+	VmxPath    string // "[ds] dir/name.vmx"
+	RelPath    string // "dir/name.vmx"
+	IP         string // address the guest reports once running (vmx guestinfo.sr-lab.ip)
+	PowerGen   int
+	Pending    *simulator.Task // power-on task waiting for an answer
+	ToolsState string          // "running" or "notRunning"
+}
+
+func (v *vmState) obj() *simulator.VirtualMachine {
+	vm, _ := simulator.Map.Get(v.Ref).(*simulator.VirtualMachine)
+	return vm
+}
+
+func (v *vmState) name() string {
+	if vm := v.obj(); vm != nil {
+		return vm.Name
+	}
+	return v.Ref.Value
+}
+
+func (v *vmState) hostName(l *Lab) string {
+	vm := v.obj()
+	if vm == nil || vm.Runtime.Host == nil {
+		return ""
+	}
+	if h := l.hostByRef[vm.Runtime.Host.Value]; h != nil {
+		return h.Name
+	}
+	return ""
+}
+
+type guestRule struct {
+	Match  string   `json:"match"`
+	Tools  string   `json:"tools"` // "normal" or "never"
+	DelayS *float64 `json:"delay_s,omitempty"`
+}
+
+func (l *Lab) registerVMOverrides(s *soapLayer) {
+	s.handle("Folder", "RegisterVM_Task", l.opRegisterVM)
+	s.handle("VirtualMachine", "PowerOnVM_Task", l.opPowerOn)
+	s.handle("VirtualMachine", "AnswerVM", l.opAnswerVM)
+	s.handle("VirtualMachine", "PowerOffVM_Task", l.opPowerOff)
+	s.handle("VirtualMachine", "ShutdownGuest", l.opShutdownGuest)
+	s.handle("VirtualMachine", "UnregisterVM", l.opUnregisterVM)
+}
+
+// invoke calls a simulator method the way the simulator's own dispatcher does: holding
+// the object's lock, with the object as the caller.
+func (l *Lab) invoke(obj mo.Reference, fn func(ctx *simulator.Context)) {
+	ref := obj.Reference()
+	ctx := *l.ctx
+	ctx.Caller = &ref
+	simulator.Map.WithLock(obj, func() { fn(&ctx) })
+}
+
+func taskOutcome(ref types.ManagedObjectReference) (*simulator.Task, *soap.Fault) {
+	task := simulator.Map.Get(ref).(*simulator.Task)
+	if task.Info.Error != nil {
+		return task, fault(task.Info.Error.LocalizedMessage, task.Info.Error.Fault)
+	}
+	return task, nil
+}
+
+// ---- registration ---------------------------------------------------------------------------
+
+func (l *Lab) opRegisterVM(c *callCtx) (interface{}, *soap.Fault) {
+	req := c.method.Body.(*types.RegisterVM_Task)
+	folderRef := c.method.This
+	return l.runTask(folderRef, "registerVmTask", func() (types.AnyType, *soap.Fault) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.registerVM(folderRef, req)
+	}), nil
+}
+
+// registerVM registers the .vmx at req.Path (l.mu held).
+func (l *Lab) registerVM(folderRef types.ManagedObjectReference, req *types.RegisterVM_Task) (types.AnyType, *soap.Fault) {
+	if req.AsTemplate {
+		return nil, fault("lab: registering templates is not modelled", &types.NotSupported{})
+	}
+	if req.Pool == nil {
+		return nil, fault("a resource pool is required", &types.InvalidArgument{InvalidProperty: "pool"})
+	}
+	var p object.DatastorePath
+	if !p.FromString(req.Path) || p.Path == "" {
+		return nil, fault("invalid datastore path "+req.Path, &types.InvalidDatastorePath{DatastorePath: req.Path})
+	}
+	ds := l.datastoreByName(p.Datastore)
+	if ds == nil {
+		return nil, fault("datastore "+p.Datastore+" not found", &types.InvalidDatastore{Name: p.Datastore})
+	}
+	var h *hostState
+	if req.Host != nil {
+		h = l.hostByRef[req.Host.Value]
+		if h == nil {
+			return nil, fault("host not found", &types.InvalidArgument{InvalidProperty: "host"})
+		}
+	} else {
+		for _, hn := range sortedKeys(ds.Mounts) {
+			if ds.Mounts[hn].Accessible {
+				h = l.hostByName[hn]
+				break
+			}
+		}
+	}
+	if h == nil || ds.Mounts[h.Name] == nil || !ds.Mounts[h.Name].Accessible {
+		return nil, fault(fmt.Sprintf("datastore %s is not accessible from the host", ds.Name), &types.InvalidDatastore{Name: ds.Name})
+	}
+	vmxFile := filepath.Join(ds.ContentDir, p.Path)
+	vmx, err := readVmx(vmxFile)
+	if err != nil {
+		return nil, fault(fmt.Sprintf("file %s was not found", req.Path), &types.NotFound{})
+	}
+	canonical := fmt.Sprintf("[%s] %s", ds.Name, p.Path)
+	for _, v := range l.vms {
+		if v.Datastore == ds.Ref.Value && v.RelPath == p.Path {
+			return nil, fault(fmt.Sprintf("%s is already registered as %s", canonical, v.name()), &types.AlreadyExists{Name: v.Ref.Value})
+		}
+	}
+	name := req.Name
+	if name == "" {
+		name = vmx.get("displayName")
+	}
+	if name == "" {
+		name = path.Base(path.Dir(p.Path))
+	}
+	folder := simulator.Map.Get(folderRef).(*simulator.Folder)
+	if e := simulator.Map.FindByName(name, folder.ChildEntity); e != nil {
+		return nil, fault(fmt.Sprintf("the name '%s' already exists", name), &types.DuplicateName{Name: name, Object: e.Reference()})
+	}
+
+	// The simulator opens <dir>/<registration name>.nvram and <dir>/vmware.log: register under
+	// the nvram file's base name, then rename. ESXi itself creates both files when missing.
+	dir := filepath.Dir(vmxFile)
+	nvram := vmx.get("nvram")
+	if nvram == "" {
+		nvram = strings.TrimSuffix(filepath.Base(vmxFile), ".vmx") + ".nvram"
+	}
+	for _, f := range []string{filepath.Join(dir, nvram), filepath.Join(dir, "vmware.log")} {
+		if _, err := os.Stat(f); os.IsNotExist(err) {
+			_ = os.WriteFile(f, nil, 0o644)
+		}
+	}
+	inner := &types.RegisterVM_Task{
+		This: folderRef, Path: canonical, Name: strings.TrimSuffix(nvram, ".nvram"), Pool: req.Pool, Host: &h.Ref,
+	}
+	var res soap.HasFault
+	l.invoke(folder, func(ctx *simulator.Context) { res = folder.RegisterVMTask(ctx, inner) })
+	if f := res.Fault(); f != nil {
+		return nil, f
+	}
+	task, f := taskOutcome(res.(*methods.RegisterVM_TaskBody).Res.Returnval)
+	if f != nil {
+		return nil, f
+	}
+	vmRef := task.Info.Result.(types.ManagedObjectReference)
+	vm := simulator.Map.Get(vmRef).(*simulator.VirtualMachine)
+	v := &vmState{Ref: vmRef, Datastore: ds.Ref.Value, VmxPath: canonical, RelPath: p.Path,
+		IP: vmx.get("guestinfo.sr-lab.ip"), ToolsState: "notRunning"}
+	l.vms[vmRef.Value] = v
+	l.applyVmx(v, vm, vmx, name)
+	return vmRef, nil
+}
+
+var diskKey = regexp.MustCompile(`^(scsi|sata|nvme)(\d+):(\d+)\.filename$`)
+var nicKey = regexp.MustCompile(`^ethernet(\d+)\.present$`)
+
+// applyVmx gives the registered VM the name, sizing, NICs and disks its .vmx describes.
+func (l *Lab) applyVmx(v *vmState, vm *simulator.VirtualMachine, vmx *vmxFile, name string) {
+	changes := []types.PropertyChange{
+		{Name: "name", Val: name},
+		{Name: "config.name", Val: name},
+		{Name: "summary.config.name", Val: name},
+		{Name: "guestHeartbeatStatus", Val: types.ManagedEntityStatusGray},
+		{Name: "summary.quickStats.guestHeartbeatStatus", Val: types.ManagedEntityStatusGray},
+	}
+	if n, err := strconv.Atoi(vmx.get("numvcpus")); err == nil && n > 0 {
+		changes = append(changes, types.PropertyChange{Name: "config.hardware.numCPU", Val: int32(n)},
+			types.PropertyChange{Name: "summary.config.numCpu", Val: int32(n)})
+	}
+	if n, err := strconv.Atoi(vmx.get("memsize")); err == nil && n > 0 {
+		changes = append(changes, types.PropertyChange{Name: "config.hardware.memoryMB", Val: int32(n)},
+			types.PropertyChange{Name: "summary.config.memorySizeMB", Val: int32(n)})
+	}
+	if a := vmx.get("annotation"); a != "" {
+		changes = append(changes, types.PropertyChange{Name: "config.annotation", Val: a},
+			types.PropertyChange{Name: "summary.config.annotation", Val: a})
+	}
+	if u := vmxUUIDToConfig(vmx.get("uuid.bios")); u != "" {
+		changes = append(changes, types.PropertyChange{Name: "config.uuid", Val: u},
+			types.PropertyChange{Name: "summary.config.uuid", Val: u})
+	}
+	simulator.Map.WithLock(vm, func() { simulator.Map.Update(vm, changes) })
+
+	var nics, disks []types.BaseVirtualDeviceConfigSpec
+	keys := make([]string, 0, len(vmx.index))
+	for k := range vmx.index {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if m := nicKey.FindStringSubmatch(k); m != nil && truthy(vmx.get(k)) {
+			nics = append(nics, l.nicSpec(vmx, "ethernet"+m[1]))
+		}
+	}
+	var p object.DatastorePath
+	p.FromString(v.VmxPath)
+	vmDir := path.Dir(p.Path)
+	for _, k := range keys {
+		m := diskKey.FindStringSubmatch(k)
+		if m == nil || !truthy(vmx.get(m[1]+m[2]+":"+m[3]+".present")) {
+			continue
+		}
+		file := vmx.get(k)
+		if !strings.HasSuffix(file, ".vmdk") {
+			continue
+		}
+		if !strings.HasPrefix(file, "/") && !strings.HasPrefix(file, "[") {
+			file = fmt.Sprintf("[%s] %s", p.Datastore, path.Join(vmDir, file))
+		}
+		unit, _ := strconv.Atoi(m[3])
+		disks = append(disks, l.diskSpec(file, int32(unit)))
+	}
+	if len(nics) > 0 {
+		l.reconfigure(vm, types.VirtualMachineConfigSpec{DeviceChange: nics})
+	}
+	if len(disks) > 0 {
+		devices := object.VirtualDeviceList(vm.Config.Hardware.Device)
+		ctrl, _ := devices.CreateSCSIController("pvscsi")
+		l.reconfigure(vm, types.VirtualMachineConfigSpec{DeviceChange: []types.BaseVirtualDeviceConfigSpec{
+			&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: ctrl},
+		}})
+		scsi := object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.ParaVirtualSCSIController)(nil))
+		if len(scsi) > 0 {
+			key := scsi[0].GetVirtualDevice().Key
+			for _, d := range disks {
+				disk := d.GetVirtualDeviceConfigSpec().Device.(*types.VirtualDisk)
+				disk.ControllerKey = key
+			}
+			l.reconfigure(vm, types.VirtualMachineConfigSpec{DeviceChange: disks})
+		}
+	}
+}
+
+func (l *Lab) nicSpec(vmx *vmxFile, prefix string) types.BaseVirtualDeviceConfigSpec {
+	network := vmx.get(prefix + ".networkName")
+	dc := simulator.Map.Get(l.dcRef).(*simulator.Datacenter)
+	if network == "" || simulator.Map.FindByName(network, dc.Network) == nil {
+		network = l.cfg.Network
+	}
+	start := true
+	if vmx.has(prefix + ".startConnected") {
+		start = truthy(vmx.get(prefix + ".startConnected"))
+	}
+	card := types.VirtualEthernetCard{
+		VirtualDevice: types.VirtualDevice{
+			Key:         -1,
+			Backing:     &types.VirtualEthernetCardNetworkBackingInfo{VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: network}},
+			Connectable: &types.VirtualDeviceConnectInfo{StartConnected: start, Connected: false, AllowGuestControl: true},
+		},
+		AddressType: "generated",
+		MacAddress:  vmx.get(prefix + ".generatedAddress"),
+	}
+	var dev types.BaseVirtualDevice = &types.VirtualVmxnet3{VirtualVmxnet: types.VirtualVmxnet{VirtualEthernetCard: card}}
+	if strings.EqualFold(vmx.get(prefix+".virtualDev"), "e1000") {
+		dev = &types.VirtualE1000{VirtualEthernetCard: card}
+	}
+	return &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: dev}
+}
+
+func (l *Lab) diskSpec(file string, unit int32) types.BaseVirtualDeviceConfigSpec {
+	capacityKB := int64(1024 * 1024)
+	var p object.DatastorePath
+	p.FromString(file)
+	if ds := l.datastoreByName(p.Datastore); ds != nil {
+		if n := vmdkCapacityKB(filepath.Join(ds.ContentDir, p.Path)); n > 0 {
+			capacityKB = n
+		}
+	}
+	disk := &types.VirtualDisk{
+		VirtualDevice: types.VirtualDevice{
+			Key:        -1,
+			UnitNumber: types.NewInt32(unit),
+			Backing: &types.VirtualDiskFlatVer2BackingInfo{
+				VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: file},
+				DiskMode:                     string(types.VirtualDiskModePersistent),
+				ThinProvisioned:              types.NewBool(true),
+			},
+		},
+		CapacityInKB: capacityKB,
+	}
+	return &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: disk}
+}
+
+// vmdkCapacityKB reads the extent size from a VMDK descriptor ("RW <sectors> VMFS ...").
+func vmdkCapacityKB(file string) int64 {
+	data, err := os.ReadFile(file)
+	if err != nil || len(data) > 64*1024 {
+		return 0
+	}
+	var total int64
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && (f[0] == "RW" || f[0] == "RDONLY") {
+			if n, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				total += n / 2
+			}
+		}
+	}
+	return total
+}
+
+func (l *Lab) reconfigure(vm *simulator.VirtualMachine, spec types.VirtualMachineConfigSpec) {
+	var res soap.HasFault
+	l.invoke(vm, func(ctx *simulator.Context) {
+		res = vm.ReconfigVMTask(ctx, &types.ReconfigVM_Task{This: vm.Self, Spec: spec})
+	})
+	if f := res.Fault(); f != nil {
+		logf("reconfigure %s: %s", vm.Name, f.String)
+		return
+	}
+	if _, f := taskOutcome(res.(*methods.ReconfigVM_TaskBody).Res.Returnval); f != nil {
+		logf("reconfigure %s: %s %T", vm.Name, f.String, f.Detail.Fault)
+	}
+}
+
+// ---- power, question, guest -----------------------------------------------------------------
+
+func (l *Lab) opPowerOn(c *callCtx) (interface{}, *soap.Fault) {
+	ref := c.method.This
+	l.mu.Lock()
+	v := l.vms[ref.Value]
+	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if v == nil || vm == nil {
+		l.mu.Unlock()
+		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
+	}
+	if v.Pending != nil {
+		l.mu.Unlock()
+		return nil, fault("a power-on is waiting for an answer to a question", &types.TaskInProgress{Task: v.Pending.Self})
+	}
+	ds := l.datastores[v.Datastore]
+	hn := v.hostName(l)
+	var precheck *soap.Fault
+	switch {
+	case vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn:
+		precheck = fault("the virtual machine is already powered on", &types.InvalidPowerState{
+			RequestedState: types.VirtualMachinePowerStatePoweredOn, ExistingState: vm.Runtime.PowerState})
+	case ds == nil || ds.Mounts[hn] == nil || !ds.Mounts[hn].Accessible:
+		precheck = fault(fmt.Sprintf("the datastore of %s is not accessible from host %s", vm.Name, hn), &types.InvalidDatastore{})
+	}
+	if precheck != nil {
+		l.mu.Unlock()
+		return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) { return nil, precheck }), nil
+	}
+	vmx, err := readVmx(filepath.Join(ds.ContentDir, v.RelPath))
+	if err != nil {
+		l.mu.Unlock()
+		return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) {
+			return nil, fault("cannot read "+v.VmxPath+": "+err.Error(), &types.FileNotFound{})
+		}), nil
+	}
+	want := uuidLocation(ds.volumeID(), v.RelPath)
+	have := vmx.get("uuid.location")
+	if have != "" && have != want {
+		task := l.askMovedOrCopied(v, vm)
+		l.mu.Unlock()
+		return task, nil
+	}
+	if have == "" {
+		vmx.set("uuid.location", want)
+		_ = vmx.save()
+	}
+	l.mu.Unlock()
+	return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return nil, l.powerOn(v, vm)
+	}), nil
+}
+
+const questionText = "This virtual machine might have been moved or copied.\n" +
+	"In order to configure certain management and networking features, VMware ESX needs to know if this virtual machine was moved or copied.\n\n" +
+	"If you don't know, answer \"I Copied It\".\n"
+
+// askMovedOrCopied leaves the power-on task running with the msg.uuid.altered question
+// set on the VM, until AnswerVM (l.mu held).
+func (l *Lab) askMovedOrCopied(v *vmState, vm *simulator.VirtualMachine) types.ManagedObjectReference {
+	task := simulator.CreateTask(vm.Self, "powerOnVMTask", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
+		return nil, nil
+	})
+	simulator.Map.Update(task, []types.PropertyChange{
+		{Name: "info.state", Val: types.TaskInfoStateRunning},
+		{Name: "info.startTime", Val: time.Now()},
+	})
+	v.Pending = task
+	q := &types.VirtualMachineQuestionInfo{
+		Id:   fmt.Sprintf("_vmx%d", 1+l.nextID),
+		Text: "msg.uuid.altered:" + questionText,
+		Choice: types.ChoiceOption{
+			OptionType: types.OptionType{ValueIsReadonly: types.NewBool(false)},
+			ChoiceInfo: []types.BaseElementDescription{
+				&types.ElementDescription{Description: types.Description{Label: "button.uuid.cancel", Summary: "Cancel"}, Key: "0"},
+				&types.ElementDescription{Description: types.Description{Label: "button.uuid.movedTheVM", Summary: "I Moved It"}, Key: "1"},
+				&types.ElementDescription{Description: types.Description{Label: "button.uuid.copiedTheVM", Summary: "I Copied It"}, Key: "2"},
+			},
+			DefaultIndex: 2,
+		},
+		Message: []types.VirtualMachineMessage{{Id: "msg.uuid.altered", Text: questionText}},
+	}
+	l.nextID++
+	simulator.Map.WithLock(vm, func() {
+		simulator.Map.Update(vm, []types.PropertyChange{
+			{Name: "runtime.question", Val: q},
+			{Name: "summary.runtime.question", Val: q},
+		})
+	})
+	return task.Self
+}
+
+func (l *Lab) opAnswerVM(c *callCtx) (interface{}, *soap.Fault) {
+	req := c.method.Body.(*types.AnswerVM)
+	ref := c.method.This
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := l.vms[ref.Value]
+	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if v == nil || vm == nil {
+		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
+	}
+	q := vm.Runtime.Question
+	if q == nil || q.Id != req.QuestionId || v.Pending == nil {
+		return nil, fault(fmt.Sprintf("question %q is not pending on %s", req.QuestionId, vm.Name), &types.ConcurrentAccess{})
+	}
+	label := ""
+	for _, ci := range q.Choice.ChoiceInfo {
+		if d := ci.GetElementDescription(); d.Key == req.AnswerChoice {
+			label = d.Label
+		}
+	}
+	if label == "" {
+		return nil, fault(fmt.Sprintf("%q is not a choice of question %s (answer with the choice key, not its label)", req.AnswerChoice, q.Id),
+			&types.InvalidArgument{InvalidProperty: "answerChoice"})
+	}
+	simulator.Map.WithLock(vm, func() {
+		simulator.Map.Update(vm, []types.PropertyChange{
+			{Name: "runtime.question", Val: nil},
+			{Name: "summary.runtime.question", Val: nil},
+		})
+	})
+	task := v.Pending
+	v.Pending = nil
+	var outcome *soap.Fault
+	switch label {
+	case "button.uuid.cancel":
+		outcome = fault("the power-on was cancelled: the question was answered Cancel", &types.RequestCanceled{})
+	default:
+		outcome = l.rewriteIdentity(v, vm, label == "button.uuid.copiedTheVM")
+		if outcome == nil {
+			outcome = l.powerOn(v, vm)
+		}
+	}
+	finishTask(task, outcome)
+	return nil, nil
+}
+
+func finishTask(task *simulator.Task, outcome *soap.Fault) {
+	changes := []types.PropertyChange{{Name: "info.completeTime", Val: time.Now()}}
+	if outcome != nil {
+		changes = append(changes,
+			types.PropertyChange{Name: "info.state", Val: types.TaskInfoStateError},
+			types.PropertyChange{Name: "info.error", Val: types.LocalizedMethodFault{
+				Fault: outcome.Detail.Fault.(types.BaseMethodFault), LocalizedMessage: outcome.String}})
+	} else {
+		changes = append(changes, types.PropertyChange{Name: "info.state", Val: types.TaskInfoStateSuccess})
+	}
+	simulator.Map.Update(task, changes)
+}
+
+// rewriteIdentity records the answer in the .vmx: the new location, and for a copy a new
+// BIOS uuid and new MAC addresses (l.mu held).
+func (l *Lab) rewriteIdentity(v *vmState, vm *simulator.VirtualMachine, copied bool) *soap.Fault {
+	ds := l.datastores[v.Datastore]
+	vmx, err := readVmx(filepath.Join(ds.ContentDir, v.RelPath))
+	if err != nil {
+		return fault("cannot read "+v.VmxPath, &types.FileNotFound{})
+	}
+	vmx.set("uuid.location", uuidLocation(ds.volumeID(), v.RelPath))
+	if copied {
+		bios := newVmxBiosUUID()
+		vmx.set("uuid.bios", bios)
+		var changes []types.PropertyChange
+		simulator.Map.WithLock(vm, func() {
+			for _, d := range vm.Config.Hardware.Device {
+				if nic, ok := d.(types.BaseVirtualEthernetCard); ok {
+					card := nic.GetVirtualEthernetCard()
+					card.MacAddress = "00:50:56:" + randomHex(1) + ":" + randomHex(1) + ":" + randomHex(1)
+					if card.UnitNumber != nil {
+						vmx.set(fmt.Sprintf("ethernet%d.generatedAddress", *card.UnitNumber-7), card.MacAddress)
+					}
+				}
+			}
+			u := vmxUUIDToConfig(bios)
+			changes = append(changes,
+				types.PropertyChange{Name: "config.uuid", Val: u},
+				types.PropertyChange{Name: "summary.config.uuid", Val: u},
+				types.PropertyChange{Name: "config.hardware.device", Val: vm.Config.Hardware.Device})
+			simulator.Map.Update(vm, changes)
+		})
+	}
+	if err := vmx.save(); err != nil {
+		return fault("cannot write "+v.VmxPath+": "+err.Error(), &types.FileFault{})
+	}
+	return nil
+}
+
+// powerOn powers the VM on in the simulator, connects the NICs marked start-connected and
+// starts the guest's clock (l.mu held).
+func (l *Lab) powerOn(v *vmState, vm *simulator.VirtualMachine) *soap.Fault {
+	var res soap.HasFault
+	l.invoke(vm, func(ctx *simulator.Context) {
+		res = vm.PowerOnVMTask(ctx, &types.PowerOnVM_Task{This: vm.Self})
+	})
+	if f := res.Fault(); f != nil {
+		return f
+	}
+	if _, f := taskOutcome(res.(*methods.PowerOnVM_TaskBody).Res.Returnval); f != nil {
+		return f
+	}
+	l.setNics(vm, true)
+	l.startGuest(v)
+	return nil
+}
+
+func (l *Lab) setNics(vm *simulator.VirtualMachine, poweredOn bool) {
+	simulator.Map.WithLock(vm, func() {
+		for _, d := range vm.Config.Hardware.Device {
+			if nic, ok := d.(types.BaseVirtualEthernetCard); ok {
+				if c := nic.GetVirtualEthernetCard().Connectable; c != nil {
+					c.Connected = poweredOn && c.StartConnected
+				}
+			}
+		}
+		simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vm.Config.Hardware.Device}})
+	})
+}
+
+func (l *Lab) guestRuleFor(name string) guestRule {
+	rule := guestRule{Tools: "normal"}
+	for _, r := range l.guestRules {
+		if ok, _ := path.Match(r.Match, name); ok {
+			rule = r
+		}
+	}
+	return rule
+}
+
+// startGuest schedules VMware Tools to report running after the configured delay (l.mu held).
+func (l *Lab) startGuest(v *vmState) {
+	v.PowerGen++
+	gen := v.PowerGen
+	rule := l.guestRuleFor(v.name())
+	if rule.Tools == "never" {
+		return
+	}
+	delay := l.cfg.Guest.ToolsDelayS
+	if rule.DelayS != nil {
+		delay = *rule.DelayS
+	}
+	go func() {
+		time.Sleep(time.Duration(delay * float64(time.Second)))
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		vm := v.obj()
+		if v.PowerGen != gen || l.vms[v.Ref.Value] != v || vm == nil ||
+			vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+			return
+		}
+		l.setGuest(v, vm, true)
+	}()
+}
+
+// setGuest publishes the guest's tools, heartbeat and IP as a running (or stopped) guest.
+func (l *Lab) setGuest(v *vmState, vm *simulator.VirtualMachine, running bool) {
+	tools, toolsStatus, state, beat := "guestToolsNotRunning", types.VirtualMachineToolsStatusToolsNotRunning, "notRunning", types.ManagedEntityStatusGray
+	if running {
+		tools, toolsStatus, state, beat = "guestToolsRunning", types.VirtualMachineToolsStatusToolsOk, "running", types.ManagedEntityStatusGreen
+		v.ToolsState = "running"
+	} else {
+		v.ToolsState = "notRunning"
+	}
+	simulator.Map.WithLock(vm, func() {
+		ip := ""
+		var nets []types.GuestNicInfo
+		for _, d := range vm.Config.Hardware.Device {
+			nic, ok := d.(types.BaseVirtualEthernetCard)
+			if !ok {
+				continue
+			}
+			card := nic.GetVirtualEthernetCard()
+			connected := card.Connectable != nil && card.Connectable.Connected
+			info := types.GuestNicInfo{MacAddress: card.MacAddress, Connected: connected, DeviceConfigId: card.Key}
+			if b, ok := card.Backing.(*types.VirtualEthernetCardNetworkBackingInfo); ok {
+				info.Network = b.DeviceName
+			}
+			if running && connected && v.IP != "" && ip == "" {
+				ip = v.IP
+				info.IpAddress = []string{ip}
+			}
+			nets = append(nets, info)
+		}
+		host := ""
+		if running {
+			host = strings.ToLower(vm.Name)
+		}
+		simulator.Map.Update(vm, []types.PropertyChange{
+			{Name: "guest.toolsRunningStatus", Val: tools},
+			{Name: "guest.toolsStatus", Val: toolsStatus},
+			{Name: "guest.toolsVersionStatus2", Val: "guestToolsCurrent"},
+			{Name: "guest.guestState", Val: state},
+			{Name: "guest.ipAddress", Val: ip},
+			{Name: "guest.hostName", Val: host},
+			{Name: "guest.net", Val: nets},
+			{Name: "guestHeartbeatStatus", Val: beat},
+			{Name: "summary.quickStats.guestHeartbeatStatus", Val: beat},
+			{Name: "summary.guest.toolsRunningStatus", Val: tools},
+			{Name: "summary.guest.toolsStatus", Val: toolsStatus},
+			{Name: "summary.guest.ipAddress", Val: ip},
+			{Name: "summary.guest.hostName", Val: host},
+		})
+	})
+}
+
+func (l *Lab) stopGuest(v *vmState, vm *simulator.VirtualMachine) {
+	v.PowerGen++
+	l.setNics(vm, false)
+	l.setGuest(v, vm, false)
+}
+
+func (l *Lab) opPowerOff(c *callCtx) (interface{}, *soap.Fault) {
+	ref := c.method.This
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := l.vms[ref.Value]
+	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if v == nil || vm == nil {
+		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
+	}
+	var res soap.HasFault
+	l.invoke(vm, func(ctx *simulator.Context) {
+		res = vm.PowerOffVMTask(ctx, &types.PowerOffVM_Task{This: ref})
+	})
+	if f := res.Fault(); f != nil {
+		return nil, f
+	}
+	taskRef := res.(*methods.PowerOffVM_TaskBody).Res.Returnval
+	if _, f := taskOutcome(taskRef); f == nil {
+		l.stopGuest(v, vm)
+	}
+	return taskRef, nil
+}
+
+func (l *Lab) opShutdownGuest(c *callCtx) (interface{}, *soap.Fault) {
+	ref := c.method.This
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := l.vms[ref.Value]
+	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if v == nil || vm == nil {
+		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
+	}
+	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+		return nil, fault("the virtual machine is not powered on", &types.InvalidPowerState{
+			RequestedState: types.VirtualMachinePowerStatePoweredOff, ExistingState: vm.Runtime.PowerState})
+	}
+	if v.ToolsState != "running" {
+		return nil, fault("VMware Tools is not running in "+vm.Name, &types.ToolsUnavailable{})
+	}
+	var res soap.HasFault
+	l.invoke(vm, func(ctx *simulator.Context) {
+		res = vm.PowerOffVMTask(ctx, &types.PowerOffVM_Task{This: ref})
+	})
+	if f := res.Fault(); f != nil {
+		return nil, f
+	}
+	if _, f := taskOutcome(res.(*methods.PowerOffVM_TaskBody).Res.Returnval); f != nil {
+		return nil, f
+	}
+	l.stopGuest(v, vm)
+	return nil, nil
+}
+
+func (l *Lab) opUnregisterVM(c *callCtx) (interface{}, *soap.Fault) {
+	ref := c.method.This
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if vm == nil {
+		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
+	}
+	var res soap.HasFault
+	l.invoke(vm, func(ctx *simulator.Context) {
+		res = vm.UnregisterVM(ctx, &types.UnregisterVM{This: ref})
+	})
+	if f := res.Fault(); f != nil {
+		return nil, f
+	}
+	if v := l.vms[ref.Value]; v != nil {
+		v.PowerGen++
+		if v.Pending != nil {
+			finishTask(v.Pending, fault("the virtual machine was unregistered", &types.RequestCanceled{}))
+			v.Pending = nil
+		}
+		delete(l.vms, ref.Value)
+	}
+	return nil, nil
+}
+
+// renameVmPaths rewrites "[old] ..." datastore paths of registered VMs after a datastore
+// rename, as vCenter does (l.mu held).
+func (l *Lab) renameVmPaths(oldName, newName string) {
+	oldPrefix, newPrefix := "["+oldName+"]", "["+newName+"]"
+	fix := func(s string) string {
+		if strings.HasPrefix(s, oldPrefix) {
+			return newPrefix + strings.TrimPrefix(s, oldPrefix)
+		}
+		return s
+	}
+	for _, v := range l.vms {
+		if !strings.HasPrefix(v.VmxPath, oldPrefix) {
+			continue
+		}
+		v.VmxPath = fix(v.VmxPath)
+		vm := v.obj()
+		if vm == nil {
+			continue
+		}
+		simulator.Map.WithLock(vm, func() {
+			files := vm.Config.Files
+			files.VmPathName = fix(files.VmPathName)
+			files.SnapshotDirectory = fix(files.SnapshotDirectory)
+			files.SuspendDirectory = fix(files.SuspendDirectory)
+			files.LogDirectory = fix(files.LogDirectory)
+			vm.Summary.Config.VmPathName = fix(vm.Summary.Config.VmPathName)
+			for _, d := range vm.Config.Hardware.Device {
+				if b, ok := d.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
+					info := b.GetVirtualDeviceFileBackingInfo()
+					info.FileName = fix(info.FileName)
+				}
+			}
+			if vm.LayoutEx != nil {
+				for i := range vm.LayoutEx.File {
+					vm.LayoutEx.File[i].Name = fix(vm.LayoutEx.File[i].Name)
+				}
+			}
+			simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.files", Val: files}})
+		})
+	}
+}
