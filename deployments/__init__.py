@@ -1,0 +1,1 @@
+"""Deployments of the flows: UI-triggered, scheduled and API-triggered (to come)."""

@@ -1,0 +1,1 @@
+"""Prefect tasks, one per array or vSphere operation (to come)."""

@@ -1,0 +1,114 @@
+"""The embedded lab, started once per test session, and clients for its parts."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+from lab import control
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """A running lab (its lab.json); stopped at the end of the session."""
+    directory = tmp_path_factory.mktemp("lab")
+    info = control.up(directory, tools_delay_s=0.2)
+    try:
+        yield info
+    finally:
+        control.down(Path(info["dir"]))
+
+
+@pytest.fixture(scope="session")
+def http(lab) -> requests.Session:
+    """An HTTPS session that trusts (only) the lab CA."""
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would replace the lab CA
+    s.verify = lab["ca_bundle"]
+    return s
+
+
+@pytest.fixture(scope="session")
+def si(lab):
+    """A pyVmomi ServiceInstance connected to the lab vCenter with certificate checks on."""
+    vc = lab["vcenter"]
+    context = ssl.create_default_context(cafile=lab["ca_bundle"])
+    conn = SmartConnect(
+        host=vc["host"], port=vc["port"], user=vc["user"], pwd=vc["password"], sslContext=context
+    )
+    yield conn
+    Disconnect(conn)
+
+
+class VcLab:
+    """The lab vCenter's lab-only endpoints."""
+
+    def __init__(self, lab: dict[str, Any], http: requests.Session):
+        self.url = lab["vcenter"]["lab_url"]
+        self.http = http
+
+    def get(self, path: str) -> Any:
+        r = self.http.get(self.url + path, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
+        return self.http.post(self.url + path, json=body, timeout=30)
+
+    def delete(self, path: str) -> None:
+        self.http.delete(self.url + path, timeout=30).raise_for_status()
+
+    def calls(self) -> dict[str, int]:
+        return self.get("/calls")
+
+    def events(self, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        events = self.get("/events")["events"]
+        return [e for e in events if not kinds or e["kind"] in kinds]
+
+    def state(self) -> dict[str, Any]:
+        return self.get("/state")
+
+
+@pytest.fixture(scope="session")
+def vclab(lab, http) -> VcLab:
+    """Client of the vCenter's /lab endpoints."""
+    return VcLab(lab, http)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(request):
+    """Clear injected faults and guest rules after each lab test, so none leaks into the next."""
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    info = request.getfixturevalue("lab")
+    s = request.getfixturevalue("http")
+    yield
+    s.delete(info["vcenter"]["lab_url"] + "/faults", timeout=30)
+    s.delete(info["vcenter"]["lab_url"] + "/guest", timeout=30)
+    for a in info["arrays"]:
+        s.delete(a["lab_url"] + "/faults", timeout=30)
+
+
+def find(si, vimtype, name: str):
+    """Return the managed object of ``vimtype`` called ``name`` (or None)."""
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vimtype], True)
+    try:
+        return next((o for o in view.view if o.name == name), None)
+    finally:
+        view.Destroy()
+
+
+def host(si, name: str) -> vim.HostSystem:
+    """Return the ESXi host ``name``."""
+    h = find(si, vim.HostSystem, name)
+    assert h is not None, f"host {name} not in inventory"
+    return h

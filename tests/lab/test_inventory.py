@@ -1,0 +1,112 @@
+"""The lab vCenter's inventory looks like a real one built from the lab topology."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pyVmomi import vim
+
+from lab import topology as topo
+from tests.lab.conftest import find, host
+
+
+def _loopback(addr: str) -> bool:
+    return ipaddress.ip_address(addr) in ipaddress.ip_network("127.0.0.0/8")
+
+
+def test_lab_json_describes_every_part_on_loopback(lab):
+    assert _loopback(lab["vcenter"]["host"])
+    assert {a["vendor"] for a in lab["arrays"]} == {"hpe_primera", "netapp_ontap"}
+    for a in lab["arrays"]:
+        assert a["url"].startswith("https://127.")
+    assert [h["name"] for h in lab["hosts"]] == [h.name for h in topo.HOSTS]
+    assert all(_loopback(h["vmk_ip"]) for h in lab["hosts"])
+    protocols = {ds["protocol"] for ds in lab["datastores"]}
+    assert protocols == {"iscsi", "fc", "nfs"}
+    for ds in lab["datastores"]:
+        assert len(ds["vms"]) >= 3
+        assert len(ds["snapshots"]) >= 2
+
+
+def test_every_address_in_the_lab_data_is_loopback(lab, http, vclab):
+    """Portals, NFS servers, VMkernel and guest addresses: nothing points off the box."""
+    for a in lab["arrays"]:
+        fabric = http.get(a["lab_url"] + "/fabric", timeout=30).json()
+        for lun in fabric["luns"]:
+            assert all(_loopback(t["address"]) for t in lun["iscsi_targets"])
+        for export in fabric["nfs_exports"]:
+            assert all(_loopback(s) for s in export["servers"])
+    for h in vclab.state()["hosts"]:
+        assert _loopback(h["vmk_ip"])
+        for adapter in h["adapters"]:
+            assert all(_loopback(t["address"]) for t in adapter["static_targets"])
+
+
+def test_cluster_of_three_hosts_with_their_own_adapters(si, lab):
+    cluster = find(si, vim.ClusterComputeResource, topo.CLUSTER)
+    assert cluster is not None
+    assert sorted(h.name for h in cluster.host) == ["esx-01", "esx-02", "esx-03"]
+    iqns, wwpns = set(), set()
+    for hc in lab["hosts"]:
+        h = host(si, hc["name"])
+        hbas = h.config.storageDevice.hostBusAdapter
+        sw = [a for a in hbas if isinstance(a, vim.host.InternetScsiHba) and a.isSoftwareBased]
+        fc = [a for a in hbas if isinstance(a, vim.host.FibreChannelHba)]
+        assert len(sw) == 1 and len(fc) == 2
+        assert sw[0].iScsiName == hc["iqn"].lower()
+        iqns.add(sw[0].iScsiName)
+        for a in fc:
+            wwpns.add(f"{a.portWorldWideName:016x}")
+        assert h.config.network.vnic[0].spec.ip.ipAddress == hc["vmk_ip"]
+        # the storage system reports the same adapters as host.config
+        storage = h.configManager.storageSystem.storageDeviceInfo
+        assert [a.device for a in storage.hostBusAdapter] == [a.device for a in hbas]
+    assert len(iqns) == 3 and len(wwpns) == 6
+
+
+def test_vmfs_datastores_are_backed_by_the_arrays_volumes(si, lab, http):
+    naas = {}
+    for a in lab["arrays"]:
+        for v in http.get(a["lab_url"] + "/state", timeout=30).json()["volumes"]:
+            if v.get("naa"):
+                naas[(a["name"], v["name"])] = v["naa"]
+    for ds_cfg in lab["datastores"]:
+        ds = find(si, vim.Datastore, ds_cfg["name"])
+        assert ds is not None, ds_cfg["name"]
+        assert ds.summary.accessible
+        assert len(ds.host) == 3
+        if ds_cfg["protocol"] == "nfs":
+            assert ds.summary.type == "NFS"
+            assert _loopback(ds.info.nas.remoteHost)
+            assert ds.info.nas.remotePath == f"/{ds_cfg['volume']}"
+            continue
+        assert ds.summary.type == "VMFS"
+        vmfs = ds.info.vmfs
+        assert vmfs.name == ds_cfg["name"] and vmfs.uuid
+        head = vmfs.extent[0].diskName
+        assert head == naas[(ds_cfg["array"], ds_cfg["volume"])]
+        for m in ds.host:
+            luns = [lun.canonicalName for lun in m.key.config.storageDevice.scsiLun]
+            assert head in luns
+
+
+def test_production_vms_run_from_folders_named_after_them(si, lab):
+    for ds_cfg in lab["datastores"]:
+        ds = find(si, vim.Datastore, ds_cfg["name"])
+        names = sorted(vm.name for vm in ds.vm)
+        assert names == sorted(ds_cfg["vms"])
+        for vm in ds.vm:
+            assert vm.config.files.vmPathName == f"[{ds.name}] {vm.name}/{vm.name}.vmx"
+            assert vm.runtime.powerState == "poweredOn"
+            assert vm.runtime.question is None
+            nics = [
+                d
+                for d in vm.config.hardware.device
+                if isinstance(d, vim.vm.device.VirtualEthernetCard)
+            ]
+            disks = [
+                d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+            ]
+            assert len(nics) == 1 and nics[0].connectable.connected
+            assert len(disks) == 1
+            assert disks[0].backing.fileName == f"[{ds.name}] {vm.name}/{vm.name}.vmdk"

@@ -1,0 +1,200 @@
+"""Breaking ESXi's storage ordering rules fails in the lab the way it fails on ESXi."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pyVmomi import vim
+
+from tests.lab.conftest import find, host
+from tests.lab.fixtures import copy_name, mounted_copy, register
+from tests.lab.storage_ops import ops_for
+from tests.lab.vsphere_steps import rescan, scsi_lun, sw_iscsi, unresolved, wait
+
+BAD = ("apd", "device_lost_while_attached", "vmfs_destroyed")
+
+
+def test_unmount_with_a_vm_registered_is_refused(lab, si):
+    with mounted_copy(si, lab, "ds-iscsi-01") as mc:
+        vm = register(si, lab, mc.ds.name, mc.ds_cfg["vms"][0], mc.esx, "rules-unmount-vm")
+        storage = mc.esx.configManager.storageSystem
+        with pytest.raises(vim.fault.ResourceInUse) as err:
+            storage.UnmountVmfsVolume(vmfsUuid=mc.ds.info.vmfs.uuid)
+        assert "rules-unmount-vm" in err.value.msg
+        assert find(si, vim.Datastore, mc.ds.name) is not None
+        vm.UnregisterVM()
+
+
+def test_detach_while_mounted_is_refused_and_takes_the_lun_uuid(lab, si):
+    with mounted_copy(si, lab, "ds-fc-01") as mc:
+        storage = mc.esx.configManager.storageSystem
+        lun = scsi_lun(mc.esx, mc.copy.naa)
+        with pytest.raises(vim.fault.ResourceInUse):
+            storage.DetachScsiLun(lunUuid=lun.uuid)
+        with pytest.raises(vim.fault.NotFound) as err:
+            storage.DetachScsiLun(lunUuid=mc.copy.naa)  # the naa name is not the uuid
+        assert "ScsiLun.uuid" in err.value.msg
+        assert scsi_lun(mc.esx, mc.copy.naa).operationalState == ["ok"]
+
+
+def test_unmount_twice_and_detach_twice_are_invalid_state(lab, si):
+    with mounted_copy(si, lab, "ds-iscsi-02") as mc:
+        storage = mc.esx.configManager.storageSystem
+        uuid, name = mc.ds.info.vmfs.uuid, mc.ds.name
+        storage.UnmountVmfsVolume(vmfsUuid=uuid)
+        with pytest.raises(vim.fault.InvalidState):
+            storage.UnmountVmfsVolume(vmfsUuid=uuid)
+        lun = scsi_lun(mc.esx, mc.copy.naa)
+        storage.DetachScsiLun(lunUuid=lun.uuid)
+        with pytest.raises(vim.fault.InvalidState):
+            storage.DetachScsiLun(lunUuid=lun.uuid)
+        # an unmounted volume is not mounted again by a rescan
+        rescan(mc.esx, "iscsi")
+        assert find(si, vim.Datastore, name) is None
+
+
+def test_unpresenting_a_mounted_lun_puts_the_datastore_in_apd(lab, si, vclab):
+    before = len(vclab.events())
+    with mounted_copy(si, lab, "ds-iscsi-01") as mc:
+        name = mc.ds.name
+        mc.ops.unpresent(mc.copy)  # wrong order: the datastore is still mounted
+        ds = find(si, vim.Datastore, name)
+        assert ds.summary.accessible is False
+        assert ds.host[0].mountInfo.inaccessibleReason == "AllPathsDown_Start"
+        events = vclab.events()[before:]
+        assert [e["kind"] for e in events] == ["apd"]
+        assert events[0]["datastore"] == name and events[0]["naa"] == mc.copy.naa
+        # nothing can be registered from an inaccessible datastore
+        with pytest.raises(vim.fault.InvalidDatastore):
+            register(si, lab, name, mc.ds_cfg["vms"][0], mc.esx, "rules-apd-vm")
+        mc.ops.present(mc.copy, next(h for h in lab["hosts"] if h["name"] == mc.esx.name), "iscsi")
+        assert find(si, vim.Datastore, name).summary.accessible
+        assert vclab.events()[-1]["kind"] == "apd_exit"
+
+
+def test_unpresenting_an_attached_device_is_recorded(lab, si, vclab):
+    before = len(vclab.events())
+    with mounted_copy(si, lab, "ds-fc-01") as mc:
+        storage = mc.esx.configManager.storageSystem
+        storage.UnmountVmfsVolume(vmfsUuid=mc.ds.info.vmfs.uuid)
+        mc.ops.unpresent(mc.copy)  # not detached first
+        kinds = [e["kind"] for e in vclab.events()[before:]]
+        assert kinds == ["device_lost_while_attached"]
+        assert scsi_lun(mc.esx, mc.copy.naa).operationalState == ["lostCommunication"]
+
+
+def test_remove_datastore_on_vmfs_destroys_the_volume(lab, si, vclab, http):
+    before = len(vclab.events())
+    with mounted_copy(si, lab, "ds-iscsi-02") as mc:
+        name = mc.ds.name
+        content = next(d for d in vclab.state()["datastores"] if d["name"] == name)["content_dir"]
+        mc.esx.configManager.datastoreSystem.RemoveDatastore(datastore=mc.ds)
+        assert find(si, vim.Datastore, name) is None
+        assert os.listdir(content) == []  # the copy's VMFS volume is gone
+        assert [e["kind"] for e in vclab.events()[before:]] == ["vmfs_destroyed"]
+
+
+def test_resignature_mounts_on_every_host_that_sees_the_lun(lab, si):
+    """Presenting to two hosts mounts the copy on both: why a copy goes to one host only."""
+    ds_cfg = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    ops = ops_for(lab, "primera1")
+    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][0], copy_name("hpe_primera"))
+    esx = [host(si, h["name"]) for h in lab["hosts"][:2]]
+    try:
+        for h_cfg, h in zip(lab["hosts"][:2], esx, strict=True):
+            ops.present(copy, h_cfg, "fc")
+            rescan(h, "fc")
+        vol = unresolved(esx[0], copy.naa)
+        spec = vim.host.UnresolvedVmfsResignatureSpec(extentDevicePath=[vol.extent[0].devicePath])
+        ds = wait(
+            esx[0].configManager.datastoreSystem.ResignatureUnresolvedVmfsVolume_Task(spec)
+        ).result
+        assert sorted(m.key.name for m in ds.host) == ["esx-01", "esx-02"]
+        for h in esx:
+            h.configManager.storageSystem.UnmountVmfsVolume(vmfsUuid=ds.info.vmfs.uuid)
+            h.configManager.storageSystem.DetachScsiLun(lunUuid=scsi_lun(h, copy.naa).uuid)
+    finally:
+        ops.unpresent(copy)
+        for h in esx:
+            rescan(h, "fc")
+        ops.delete(copy)
+
+
+def test_nfs_mount_needs_an_export_rule_for_this_host_with_root(lab, si):
+    ds_cfg = next(d for d in lab["datastores"] if d["protocol"] == "nfs")
+    ops = ops_for(lab, ds_cfg["array"])
+    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][0], copy_name("netapp_ontap"))
+    try:
+        server, path = ops.present_nfs(copy, lab["hosts"][0])  # rule for esx-01 only
+        other = host(si, lab["hosts"][1]["name"])
+        spec = vim.host.NasVolume.Specification(
+            remoteHost=server, remotePath=path, localPath="sr-rules-nfs", accessMode="readWrite"
+        )
+        with pytest.raises(vim.fault.PlatformConfigFault) as err:
+            other.configManager.datastoreSystem.CreateNasDatastore(spec)
+        assert "denied" in err.value.msg
+        spec.remoteHost = "127.0.40.99"  # nothing serves NFS there
+        with pytest.raises(vim.fault.PlatformConfigFault) as err:
+            other.configManager.datastoreSystem.CreateNasDatastore(spec)
+        assert "Unable to connect" in err.value.msg
+        assert find(si, vim.Datastore, "sr-rules-nfs") is None
+    finally:
+        ops.unpresent(copy)
+        ops.delete(copy)
+
+    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][0], copy_name("netapp_ontap"))
+    try:
+        server, path = ops.present_nfs(copy, lab["hosts"][0], root=False)  # root squashed
+        esx = host(si, lab["hosts"][0]["name"])
+        spec = vim.host.NasVolume.Specification(
+            remoteHost=server, remotePath=path, localPath="sr-rules-nfs", accessMode="readWrite"
+        )
+        with pytest.raises(vim.fault.PlatformConfigFault) as err:
+            esx.configManager.datastoreSystem.CreateNasDatastore(spec)
+        assert "root" in err.value.msg
+    finally:
+        ops.unpresent(copy)
+        ops.delete(copy)
+
+
+def test_a_lun_is_invisible_without_the_target_or_a_rescan(lab, si, vclab):
+    """(b) the portal must be a static target, (c) the adapter rescanned after (a) and (b)."""
+    ds_cfg = next(d for d in lab["datastores"] if d["name"] == "ds-iscsi-01")
+    ops = ops_for(lab, "primera1")
+    host_cfg = lab["hosts"][2]
+    esx = host(si, host_cfg["name"])
+    storage = esx.configManager.storageSystem
+    adapter = sw_iscsi(esx)
+    hpe_targets = [t for t in adapter.configuredStaticTarget if t.address.startswith("127.0.30.")]
+    assert hpe_targets
+    before = len(vclab.events())
+    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][0], copy_name("hpe_primera"))
+    try:
+        storage.RemoveInternetScsiStaticTargets(iScsiHbaDevice=adapter.device, targets=hpe_targets)
+        # the production datastore on this host lost its paths with the targets
+        assert [e["kind"] for e in vclab.events()[before:]] == ["apd"]
+        ops.present(copy, host_cfg, "iscsi")
+        storage.RescanHba(hbaDevice=adapter.device)
+        assert scsi_lun(esx, copy.naa) is None  # exported, rescanned, but no target
+        new = [
+            vim.host.InternetScsiHba.StaticTarget(
+                address=t.address, port=t.port, iScsiName=t.iScsiName
+            )
+            for t in hpe_targets
+        ]
+        storage.AddInternetScsiStaticTargets(iScsiHbaDevice=adapter.device, targets=new)
+        assert scsi_lun(esx, copy.naa) is None  # target added, not rescanned yet
+        assert find(si, vim.Datastore, "ds-iscsi-01").summary.accessible  # paths are back
+        with pytest.raises(vim.fault.HostConfigFault):  # a duplicate target is refused
+            storage.AddInternetScsiStaticTargets(iScsiHbaDevice=adapter.device, targets=new[:1])
+        storage.RescanHba(hbaDevice=adapter.device)
+        assert unresolved(esx, copy.naa) is not None
+        storage.DetachScsiLun(lunUuid=scsi_lun(esx, copy.naa).uuid)
+    finally:
+        ops.unpresent(copy)
+        storage.RescanHba(hbaDevice=adapter.device)
+        ops.delete(copy)
+    assert scsi_lun(esx, copy.naa) is None
+    kinds = [e["kind"] for e in vclab.events()[before:]]
+    assert kinds == ["apd", "apd_exit"]
