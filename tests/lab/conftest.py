@@ -22,8 +22,45 @@ def lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
     info = control.up(directory, tools_delay_s=0.2)
     try:
         yield info
+        leftovers = _leftovers(info)
     finally:
         control.down(Path(info["dir"]))
+    assert leftovers == [], f"the lab tests left objects behind: {leftovers}"
+
+
+def _leftovers(info: dict[str, Any]) -> list[str]:
+    """Everything the tests created and did not remove: copies, exports, datastores, VMs."""
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = info["ca_bundle"]
+    found = []
+    for a in info["arrays"]:
+        state = s.get(a["lab_url"] + "/state", timeout=30).json()
+        found += [f"{a['name']} copy {c['name']}" for c in state["copies"]]
+        production = {d["volume"] for d in info["datastores"] if d["array"] == a["name"]}
+        found += [
+            f"{a['name']} export of {e['volume']}"
+            for e in state["exports"] + state["nfs_exports"]
+            if e["volume"] not in production
+        ]
+    vc = s.get(info["vcenter"]["lab_url"] + "/state", timeout=30).json()
+    production = {d["name"] for d in info["datastores"]}
+    found += [f"datastore {d['name']}" for d in vc["datastores"] if d["name"] not in production]
+    expected_vms = {vm for d in info["datastores"] for vm in d["vms"]}
+    found += [f"VM {v['name']}" for v in vc["vms"] if v["name"] not in expected_vms]
+    for h in vc["hosts"]:
+        naas = {dev["naa"] for dev in h["devices"]}
+        found += [f"{h['name']} device {n}" for n in sorted(naas - _production_naas(s, info))]
+    return found
+
+
+def _production_naas(s: requests.Session, info: dict[str, Any]) -> set[str]:
+    naas = set()
+    for a in info["arrays"]:
+        for v in s.get(a["lab_url"] + "/state", timeout=30).json()["volumes"]:
+            if v.get("naa") and not v["is_copy"]:
+                naas.add(v["naa"])
+    return naas
 
 
 @pytest.fixture(scope="session")

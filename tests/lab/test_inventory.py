@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
 from pyVmomi import vim
 
 from lab import topology as topo
@@ -110,3 +111,27 @@ def test_production_vms_run_from_folders_named_after_them(si, lab):
             assert len(nics) == 1 and nics[0].connectable.connected
             assert len(disks) == 1
             assert disks[0].backing.fileName == f"[{ds.name}] {vm.name}/{vm.name}.vmdk"
+
+
+def test_vcenter_checks_credentials_and_its_certificate_is_the_lab_cas(lab):
+    import ssl
+
+    from pyVim.connect import SmartConnect
+
+    vc = lab["vcenter"]
+    with pytest.raises(vim.fault.InvalidLogin):
+        SmartConnect(
+            host=vc["host"],
+            port=vc["port"],
+            user=vc["user"],
+            pwd="wrong",
+            sslContext=ssl.create_default_context(cafile=lab["ca_bundle"]),
+        )
+    with pytest.raises(ssl.SSLCertVerificationError):
+        SmartConnect(
+            host=vc["host"],
+            port=vc["port"],
+            user=vc["user"],
+            pwd=vc["password"],
+            sslContext=ssl.create_default_context(cafile="/etc/ssl/certs/ca-certificates.crt"),
+        )

@@ -198,3 +198,68 @@ def test_a_lun_is_invisible_without_the_target_or_a_rescan(lab, si, vclab):
     assert scsi_lun(esx, copy.naa) is None
     kinds = [e["kind"] for e in vclab.events()[before:]]
     assert kinds == ["apd", "apd_exit"]
+
+
+def test_send_targets_are_discovered_at_rescan_and_removed_with_their_targets(lab, si, vclab):
+    """Uses primera1's second portal: production LUNs keep a path through the first one."""
+    esx = host(si, lab["hosts"][0]["name"])
+    storage = esx.configManager.storageSystem
+    device = sw_iscsi(esx).device
+    portal = "127.0.30.12"
+
+    def targets_at(addr):
+        return [t for t in sw_iscsi(esx).configuredStaticTarget if t.address == addr]
+
+    original = targets_at(portal)
+    assert [t.discoveryMethod for t in original] == ["staticMethod"]
+    as_static = [
+        vim.host.InternetScsiHba.StaticTarget(
+            address=portal, port=3260, iScsiName=original[0].iScsiName
+        )
+    ]
+    send = [vim.host.InternetScsiHba.SendTarget(address=portal, port=3260)]
+    before = len(vclab.events())
+    storage.RemoveInternetScsiStaticTargets(iScsiHbaDevice=device, targets=as_static)
+    storage.AddInternetScsiSendTargets(iScsiHbaDevice=device, targets=send)
+    assert targets_at(portal) == []  # discovery happens at rescan
+    storage.RescanHba(hbaDevice=device)
+    found = targets_at(portal)
+    assert [(t.iScsiName, t.discoveryMethod) for t in found] == [
+        (original[0].iScsiName, "sendTargetMethod")
+    ]
+    storage.RemoveInternetScsiSendTargets(iScsiHbaDevice=device, targets=send)
+    assert targets_at(portal) == []  # what the send target discovered goes with it
+    storage.AddInternetScsiStaticTargets(iScsiHbaDevice=device, targets=as_static)
+    assert [t.discoveryMethod for t in targets_at(portal)] == ["staticMethod"]
+    assert vclab.events()[before:] == []  # the first portal kept production reachable
+    assert find(si, vim.Datastore, "ds-iscsi-01").summary.accessible
+
+
+def test_rescan_all_hba_rescans_one_host_only(lab, si, vclab):
+    ds_cfg = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    ops = ops_for(lab, "primera1")
+    host_cfg = lab["hosts"][0]
+    esx = host(si, host_cfg["name"])
+    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][1], copy_name("hpe_primera"))
+    since = vclab.get("/calls/log?since=0")["last_seq"]
+    try:
+        ops.present(copy, host_cfg, "fc")
+        esx.configManager.storageSystem.RescanAllHba()
+        assert unresolved(esx, copy.naa) is not None
+        calls = vclab.get(f"/calls/log?since={since}&method=RescanAllHba")["calls"]
+        assert [c["host"] for c in calls] == [host_cfg["name"]]
+        esx.configManager.storageSystem.DetachScsiLun(lunUuid=scsi_lun(esx, copy.naa).uuid)
+    finally:
+        ops.unpresent(copy)
+        esx.configManager.storageSystem.RescanAllHba()
+        ops.delete(copy)
+    assert scsi_lun(esx, copy.naa) is None
+
+
+def test_removing_an_nfs_datastore_with_a_vm_registered_is_refused(lab, si):
+    with mounted_copy(si, lab, "ds-nfs-01", host_index=2) as mc:
+        vm = register(si, lab, mc.ds.name, mc.ds_cfg["vms"][0], mc.esx, "rules-nfs-vm")
+        with pytest.raises(vim.fault.ResourceInUse):
+            mc.esx.configManager.datastoreSystem.RemoveDatastore(datastore=mc.ds)
+        assert mc.ds.summary.accessible
+        vm.UnregisterVM()
