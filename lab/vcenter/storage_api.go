@@ -50,6 +50,32 @@ func (l *Lab) hostOf(c *callCtx) (*hostState, *soap.Fault) {
 	return nil, fault("managed object not found", &types.ManagedObjectNotFound{Obj: c.method.This})
 }
 
+// onHost runs fn, with l.mu held, for the host whose storage/datastore system c is called on.
+func (l *Lab) onHost(c *callCtx, fn func(h *hostState) (interface{}, *soap.Fault)) (interface{}, *soap.Fault) {
+	h, f := l.hostOf(c)
+	if f != nil {
+		return nil, f
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fn(h)
+}
+
+// onIscsi is onHost for a method naming the host's software iSCSI adapter.
+func (l *Lab) onIscsi(c *callCtx, device string, fn func(h *hostState, a *hba) *soap.Fault) (interface{}, *soap.Fault) {
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		a, f := iscsiAdapter(h, device)
+		if f != nil {
+			return nil, f
+		}
+		if f := fn(h, a); f != nil {
+			return nil, f
+		}
+		l.publishHost(h)
+		return nil, nil
+	})
+}
+
 func (l *Lab) fabricsOrFault() *soap.Fault {
 	if err := l.refreshFabrics(); err != nil {
 		return fault("storage fabric unreachable: "+err.Error(), &types.HostConfigFault{})
@@ -59,63 +85,43 @@ func (l *Lab) fabricsOrFault() *soap.Fault {
 
 func (l *Lab) opRescanHba(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.RescanHba)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	a := h.hba(req.HbaDevice)
-	if a == nil {
-		return nil, fault(fmt.Sprintf("adapter %q not found on host %s", req.HbaDevice, h.Name), &types.NotFound{})
-	}
-	if f := l.fabricsOrFault(); f != nil {
-		return nil, f
-	}
-	l.rescanAdapter(h, a)
-	l.publishHost(h)
-	return nil, nil
-}
-
-func (l *Lab) opRescanAllHba(c *callCtx) (interface{}, *soap.Fault) {
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if f := l.fabricsOrFault(); f != nil {
-		return nil, f
-	}
-	for _, a := range h.HBAs {
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		a := h.hba(req.HbaDevice)
+		if a == nil {
+			return nil, fault(fmt.Sprintf("adapter %q not found on host %s", req.HbaDevice, h.Name), &types.NotFound{})
+		}
+		if f := l.fabricsOrFault(); f != nil {
+			return nil, f
+		}
 		l.rescanAdapter(h, a)
-	}
-	l.publishHost(h)
-	return nil, nil
+		l.publishHost(h)
+		return nil, nil
+	})
 }
-
+func (l *Lab) opRescanAllHba(c *callCtx) (interface{}, *soap.Fault) {
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		if f := l.fabricsOrFault(); f != nil {
+			return nil, f
+		}
+		for _, a := range h.HBAs {
+			l.rescanAdapter(h, a)
+		}
+		l.publishHost(h)
+		return nil, nil
+	})
+}
 func (l *Lab) opRescanVmfs(c *callCtx) (interface{}, *soap.Fault) {
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.discoverVmfs(h)
-	l.publishHost(h)
-	return nil, nil
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		l.discoverVmfs(h)
+		l.publishHost(h)
+		return nil, nil
+	})
 }
-
 func (l *Lab) opQueryUnresolved(c *callCtx) (interface{}, *soap.Fault) {
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.unresolvedVolumes(h), nil
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		return l.unresolvedVolumes(h), nil
+	})
 }
-
 func iscsiAdapter(h *hostState, device string) (*hba, *soap.Fault) {
 	a := h.hba(device)
 	if a == nil || a.Kind != "iscsi" {
@@ -140,136 +146,104 @@ func validTarget(address string, p int32, iqn string) string {
 
 func (l *Lab) opAddStaticTargets(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.AddInternetScsiStaticTargets)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	a, f := iscsiAdapter(h, req.IScsiHbaDevice)
-	if f != nil {
-		return nil, f
-	}
-	for _, t := range req.Targets {
-		if msg := validTarget(t.Address, t.Port, t.IScsiName); msg != "" || t.IScsiName == "" {
-			if msg == "" {
+	return l.onIscsi(c, req.IScsiHbaDevice, func(h *hostState, a *hba) *soap.Fault {
+		for _, t := range req.Targets {
+			msg := validTarget(t.Address, t.Port, t.IScsiName)
+			if msg == "" && t.IScsiName == "" {
 				msg = "a static target needs the target's iSCSI name"
 			}
-			return nil, fault(msg, &types.HostConfigFault{})
+			if msg != "" {
+				return fault(msg, &types.HostConfigFault{})
+			}
+			if hasStaticTarget(a, IscsiTarget{Address: t.Address, Port: t.Port, IQN: t.IScsiName}) {
+				return fault(fmt.Sprintf("static target %s:%d %s already exists on %s", t.Address, port(t.Port), t.IScsiName, a.Device), &types.HostConfigFault{})
+			}
 		}
-		if hasStaticTarget(a, IscsiTarget{Address: t.Address, Port: t.Port, IQN: t.IScsiName}) {
-			return nil, fault(fmt.Sprintf("static target %s:%d %s already exists on %s", t.Address, port(t.Port), t.IScsiName, a.Device), &types.HostConfigFault{})
+		for _, t := range req.Targets {
+			a.Static = append(a.Static, target{Address: t.Address, Port: port(t.Port), IQN: t.IScsiName, Method: "staticMethod"})
 		}
-	}
-	for _, t := range req.Targets {
-		a.Static = append(a.Static, target{Address: t.Address, Port: port(t.Port), IQN: t.IScsiName, Method: "staticMethod"})
-	}
-	l.publishHost(h)
-	return nil, nil
+		return nil
+	})
 }
-
 func (l *Lab) opRemoveStaticTargets(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.RemoveInternetScsiStaticTargets)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	a, f := iscsiAdapter(h, req.IScsiHbaDevice)
-	if f != nil {
-		return nil, f
-	}
-	for _, t := range req.Targets {
-		if !hasStaticTarget(a, IscsiTarget{Address: t.Address, Port: t.Port, IQN: t.IScsiName}) {
-			return nil, fault(fmt.Sprintf("static target %s:%d %s not found on %s", t.Address, port(t.Port), t.IScsiName, a.Device), &types.NotFound{})
-		}
-	}
-	for _, t := range req.Targets {
-		kept := a.Static[:0]
-		for _, s := range a.Static {
-			if !(s.Address == t.Address && port(s.Port) == port(t.Port) && strings.EqualFold(s.IQN, t.IScsiName)) {
-				kept = append(kept, s)
+	return l.onIscsi(c, req.IScsiHbaDevice, func(h *hostState, a *hba) *soap.Fault {
+		for _, t := range req.Targets {
+			if !hasStaticTarget(a, IscsiTarget{Address: t.Address, Port: t.Port, IQN: t.IScsiName}) {
+				return fault(fmt.Sprintf("static target %s:%d %s not found on %s", t.Address, port(t.Port), t.IScsiName, a.Device), &types.NotFound{})
 			}
 		}
-		a.Static = kept
-	}
-	l.checkPaths()
-	l.publishHost(h)
-	return nil, nil
+		for _, t := range req.Targets {
+			a.Static = keepTargets(a.Static, func(s target) bool {
+				return s.Address == t.Address && port(s.Port) == port(t.Port) && strings.EqualFold(s.IQN, t.IScsiName)
+			})
+		}
+		l.checkPaths()
+		return nil
+	})
 }
 
+// keepTargets returns the targets for which drop is false.
+func keepTargets(targets []target, drop func(target) bool) []target {
+	kept := targets[:0]
+	for _, t := range targets {
+		if !drop(t) {
+			kept = append(kept, t)
+		}
+	}
+	return kept
+}
 func (l *Lab) opAddSendTargets(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.AddInternetScsiSendTargets)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	a, f := iscsiAdapter(h, req.IScsiHbaDevice)
-	if f != nil {
-		return nil, f
-	}
-	for _, t := range req.Targets {
-		if msg := validTarget(t.Address, t.Port, ""); msg != "" {
-			return nil, fault(msg, &types.HostConfigFault{})
-		}
-		for _, s := range a.Send {
-			if s.Address == t.Address && port(s.Port) == port(t.Port) {
-				return nil, fault(fmt.Sprintf("send target %s:%d already exists on %s", t.Address, port(t.Port), a.Device), &types.HostConfigFault{})
+	return l.onIscsi(c, req.IScsiHbaDevice, func(h *hostState, a *hba) *soap.Fault {
+		for _, t := range req.Targets {
+			if msg := validTarget(t.Address, t.Port, ""); msg != "" {
+				return fault(msg, &types.HostConfigFault{})
+			}
+			if hasSendTarget(a, t.Address, t.Port) {
+				return fault(fmt.Sprintf("send target %s:%d already exists on %s", t.Address, port(t.Port), a.Device), &types.HostConfigFault{})
 			}
 		}
-	}
-	for _, t := range req.Targets {
-		a.Send = append(a.Send, sendTarget{Address: t.Address, Port: port(t.Port)})
-	}
-	l.publishHost(h)
-	return nil, nil
+		for _, t := range req.Targets {
+			a.Send = append(a.Send, sendTarget{Address: t.Address, Port: port(t.Port)})
+		}
+		return nil
+	})
 }
 
+func hasSendTarget(a *hba, address string, p int32) bool {
+	for _, s := range a.Send {
+		if s.Address == address && port(s.Port) == port(p) {
+			return true
+		}
+	}
+	return false
+}
 func (l *Lab) opRemoveSendTargets(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.RemoveInternetScsiSendTargets)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	a, f := iscsiAdapter(h, req.IScsiHbaDevice)
-	if f != nil {
-		return nil, f
-	}
-	for _, t := range req.Targets {
-		found := false
-		for _, s := range a.Send {
-			found = found || (s.Address == t.Address && port(s.Port) == port(t.Port))
-		}
-		if !found {
-			return nil, fault(fmt.Sprintf("send target %s:%d not found on %s", t.Address, port(t.Port), a.Device), &types.NotFound{})
-		}
-	}
-	for _, t := range req.Targets {
-		send := a.Send[:0]
-		for _, s := range a.Send {
-			if !(s.Address == t.Address && port(s.Port) == port(t.Port)) {
-				send = append(send, s)
+	return l.onIscsi(c, req.IScsiHbaDevice, func(h *hostState, a *hba) *soap.Fault {
+		for _, t := range req.Targets {
+			if !hasSendTarget(a, t.Address, t.Port) {
+				return fault(fmt.Sprintf("send target %s:%d not found on %s", t.Address, port(t.Port), a.Device), &types.NotFound{})
 			}
 		}
-		a.Send = send
-		static := a.Static[:0]
-		for _, s := range a.Static {
-			if !(s.Method == "sendTargetMethod" && s.Address == t.Address && port(s.Port) == port(t.Port)) {
-				static = append(static, s)
+		for _, t := range req.Targets {
+			send := a.Send[:0]
+			for _, s := range a.Send {
+				if !(s.Address == t.Address && port(s.Port) == port(t.Port)) {
+					send = append(send, s)
+				}
 			}
+			a.Send = send
+			// what the send target discovered goes with it
+			a.Static = keepTargets(a.Static, func(s target) bool {
+				return s.Method == "sendTargetMethod" && s.Address == t.Address && port(s.Port) == port(t.Port)
+			})
 		}
-		a.Static = static
-	}
-	l.checkPaths()
-	l.publishHost(h)
-	return nil, nil
+		l.checkPaths()
+		return nil
+	})
 }
-
 func (l *Lab) opUpdateSwIscsi(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.UpdateSoftwareInternetScsiEnabled)
 	if req.Enabled {
@@ -280,48 +254,46 @@ func (l *Lab) opUpdateSwIscsi(c *callCtx) (interface{}, *soap.Fault) {
 
 func (l *Lab) opUnmountVmfs(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.UnmountVmfsVolume)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ds := l.vmfsByUUID(req.VmfsUuid)
-	if ds == nil || ds.Mounts[h.Name] == nil {
-		if h.Unmounted[req.VmfsUuid] {
-			return nil, fault(fmt.Sprintf("VMFS volume %s is already unmounted on %s", req.VmfsUuid, h.Name), &types.InvalidState{})
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		ds := l.vmfsByUUID(req.VmfsUuid)
+		if ds == nil || ds.Mounts[h.Name] == nil {
+			if h.Unmounted[req.VmfsUuid] {
+				return nil, fault(fmt.Sprintf("VMFS volume %s is already unmounted on %s", req.VmfsUuid, h.Name), &types.InvalidState{})
+			}
+			return nil, fault(fmt.Sprintf("no VMFS volume with uuid %s is mounted on %s", req.VmfsUuid, h.Name), &types.NotFound{})
 		}
-		return nil, fault(fmt.Sprintf("no VMFS volume with uuid %s is mounted on %s", req.VmfsUuid, h.Name), &types.NotFound{})
-	}
-	if vms := l.vmsOnDatastore(ds, h); len(vms) > 0 {
-		return nil, fault(fmt.Sprintf("cannot unmount %s: virtual machine %s is registered on it", ds.Name, vms[0].name()),
-			&types.ResourceInUse{Type: "VirtualMachine", Name: vms[0].name()})
-	}
-	h.Unmounted[req.VmfsUuid] = true
-	l.unmountDatastore(ds, h)
-	return nil, nil
+		if f := vmsInUse(ds, l.vmsOnDatastore(ds, h), "unmount"); f != nil {
+			return nil, f
+		}
+		h.Unmounted[req.VmfsUuid] = true
+		l.unmountDatastore(ds, h)
+		return nil, nil
+	})
 }
 
+// vmsInUse is the ResourceInUse fault for doing `what` to ds while vms are registered on it.
+func vmsInUse(ds *dsState, vms []*vmState, what string) *soap.Fault {
+	if len(vms) == 0 {
+		return nil
+	}
+	return fault(fmt.Sprintf("cannot %s %s: virtual machine %s is registered on it", what, ds.Name, vms[0].name()),
+		&types.ResourceInUse{Type: "VirtualMachine", Name: vms[0].name()})
+}
 func (l *Lab) opMountVmfs(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.MountVmfsVolume)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !h.Unmounted[req.VmfsUuid] {
-		if ds := l.vmfsByUUID(req.VmfsUuid); ds != nil && ds.Mounts[h.Name] != nil {
-			return nil, fault("VMFS volume "+req.VmfsUuid+" is already mounted", &types.InvalidState{})
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		if !h.Unmounted[req.VmfsUuid] {
+			if ds := l.vmfsByUUID(req.VmfsUuid); ds != nil && ds.Mounts[h.Name] != nil {
+				return nil, fault("VMFS volume "+req.VmfsUuid+" is already mounted", &types.InvalidState{})
+			}
+			return nil, fault("no unmounted VMFS volume with uuid "+req.VmfsUuid, &types.NotFound{})
 		}
-		return nil, fault("no unmounted VMFS volume with uuid "+req.VmfsUuid, &types.NotFound{})
-	}
-	delete(h.Unmounted, req.VmfsUuid)
-	l.discoverVmfs(h)
-	l.publishHost(h)
-	return nil, nil
+		delete(h.Unmounted, req.VmfsUuid)
+		l.discoverVmfs(h)
+		l.publishHost(h)
+		return nil, nil
+	})
 }
-
 func deviceByUUID(h *hostState, uuid string) *device {
 	for _, d := range h.Devices {
 		if d.UUID == uuid {
@@ -333,52 +305,42 @@ func deviceByUUID(h *hostState, uuid string) *device {
 
 func (l *Lab) opDetachLun(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.DetachScsiLun)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	d := deviceByUUID(h, req.LunUuid)
-	if d == nil {
-		msg := fmt.Sprintf("no SCSI LUN with uuid %s on %s", req.LunUuid, h.Name)
-		if strings.HasPrefix(req.LunUuid, "naa.") {
-			msg += " (DetachScsiLun takes ScsiLun.uuid, not the canonical naa name)"
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		d := deviceByUUID(h, req.LunUuid)
+		if d == nil {
+			msg := fmt.Sprintf("no SCSI LUN with uuid %s on %s", req.LunUuid, h.Name)
+			if strings.HasPrefix(req.LunUuid, "naa.") {
+				msg += " (DetachScsiLun takes ScsiLun.uuid, not the canonical naa name)"
+			}
+			return nil, fault(msg, &types.NotFound{})
 		}
-		return nil, fault(msg, &types.NotFound{})
-	}
-	if ds := l.vmfsMountedOn(h, d.NAA); ds != nil {
-		return nil, fault(fmt.Sprintf("cannot detach %s: VMFS datastore %s is mounted on it", d.NAA, ds.Name),
-			&types.ResourceInUse{Type: "Datastore", Name: ds.Name})
-	}
-	if !d.Attached {
-		return nil, fault(fmt.Sprintf("device %s is already detached", d.NAA), &types.InvalidState{})
-	}
-	d.Attached = false
-	l.publishHost(h)
-	return nil, nil
+		if ds := l.vmfsMountedOn(h, d.NAA); ds != nil {
+			return nil, fault(fmt.Sprintf("cannot detach %s: VMFS datastore %s is mounted on it", d.NAA, ds.Name),
+				&types.ResourceInUse{Type: "Datastore", Name: ds.Name})
+		}
+		if !d.Attached {
+			return nil, fault(fmt.Sprintf("device %s is already detached", d.NAA), &types.InvalidState{})
+		}
+		d.Attached = false
+		l.publishHost(h)
+		return nil, nil
+	})
 }
-
 func (l *Lab) opAttachLun(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.AttachScsiLun)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	d := deviceByUUID(h, req.LunUuid)
-	if d == nil {
-		return nil, fault("no SCSI LUN with uuid "+req.LunUuid, &types.NotFound{})
-	}
-	if d.Attached {
-		return nil, fault(fmt.Sprintf("device %s is already attached", d.NAA), &types.InvalidState{})
-	}
-	d.Attached = true
-	l.publishHost(h)
-	return nil, nil
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		d := deviceByUUID(h, req.LunUuid)
+		if d == nil {
+			return nil, fault("no SCSI LUN with uuid "+req.LunUuid, &types.NotFound{})
+		}
+		if d.Attached {
+			return nil, fault(fmt.Sprintf("device %s is already attached", d.NAA), &types.InvalidState{})
+		}
+		d.Attached = true
+		l.publishHost(h)
+		return nil, nil
+	})
 }
-
 func (l *Lab) opResignature(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.ResignatureUnresolvedVmfsVolume_Task)
 	h, f := l.hostOf(c)
@@ -537,33 +499,24 @@ func (l *Lab) isNfsServer(addr string) bool {
 
 func (l *Lab) opRemoveDatastore(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.RemoveDatastore)
-	h, f := l.hostOf(c)
-	if f != nil {
-		return nil, f
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ds := l.datastores[req.Datastore.Value]
-	if ds == nil || ds.Mounts[h.Name] == nil {
-		return nil, fault(fmt.Sprintf("datastore %s is not mounted on %s", req.Datastore.Value, h.Name), &types.NotFound{})
-	}
-	if ds.Kind == "vmfs" {
-		return nil, l.destroyVmfs(ds)
-	}
-	if vms := l.vmsOnDatastore(ds, h); len(vms) > 0 {
-		return nil, fault(fmt.Sprintf("cannot remove %s: virtual machine %s is registered on it", ds.Name, vms[0].name()),
-			&types.ResourceInUse{Type: "VirtualMachine", Name: vms[0].name()})
-	}
-	l.unmountDatastore(ds, h)
-	return nil, nil
+	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
+		ds := l.datastores[req.Datastore.Value]
+		if ds == nil || ds.Mounts[h.Name] == nil {
+			return nil, fault(fmt.Sprintf("datastore %s is not mounted on %s", req.Datastore.Value, h.Name), &types.NotFound{})
+		}
+		if ds.Kind == "vmfs" {
+			return nil, l.destroyVmfs(ds)
+		}
+		if f := vmsInUse(ds, l.vmsOnDatastore(ds, h), "remove"); f != nil {
+			return nil, f
+		}
+		l.unmountDatastore(ds, h)
+		return nil, nil
+	})
 }
-
-// destroyVmfs does what RemoveDatastore/Destroy do to a VMFS datastore on ESXi: the
-// volume is destroyed (its content erased) and it disappears from every host (l.mu held).
 func (l *Lab) destroyVmfs(ds *dsState) *soap.Fault {
-	if vms := l.vmsOnDatastore(ds, nil); len(vms) > 0 {
-		return fault(fmt.Sprintf("cannot remove %s: virtual machine %s is registered on it", ds.Name, vms[0].name()),
-			&types.ResourceInUse{Type: "VirtualMachine", Name: vms[0].name()})
+	if f := vmsInUse(ds, l.vmsOnDatastore(ds, nil), "remove"); f != nil {
+		return f
 	}
 	entries, _ := os.ReadDir(ds.ContentDir)
 	for _, e := range entries {
@@ -633,9 +586,8 @@ func (l *Lab) destroy(ref types.ManagedObjectReference) *soap.Fault {
 	if ds.Kind == "vmfs" {
 		return l.destroyVmfs(ds)
 	}
-	if vms := l.vmsOnDatastore(ds, nil); len(vms) > 0 {
-		return fault(fmt.Sprintf("cannot remove %s: virtual machine %s is registered on it", ds.Name, vms[0].name()),
-			&types.ResourceInUse{Type: "VirtualMachine", Name: vms[0].name()})
+	if f := vmsInUse(ds, l.vmsOnDatastore(ds, nil), "remove"); f != nil {
+		return f
 	}
 	for _, hn := range sortedKeys(ds.Mounts) {
 		l.unmountDatastore(ds, l.hostByName[hn])

@@ -81,6 +81,36 @@ func (l *Lab) invoke(obj mo.Reference, fn func(ctx *simulator.Context)) {
 	simulator.Map.WithLock(obj, func() { fn(&ctx) })
 }
 
+// onVM runs fn, with l.mu held, for the VM the call is made on.
+func (l *Lab) onVM(c *callCtx, fn func(v *vmState, vm *simulator.VirtualMachine) (interface{}, *soap.Fault)) (interface{}, *soap.Fault) {
+	ref := c.method.This
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := l.vms[ref.Value]
+	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if v == nil || vm == nil {
+		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
+	}
+	return fn(v, vm)
+}
+
+// simPowerOff powers vm off in the simulator and returns the finished task (l.mu held).
+func (l *Lab) simPowerOff(v *vmState, vm *simulator.VirtualMachine) (types.ManagedObjectReference, *soap.Fault) {
+	var res soap.HasFault
+	l.invoke(vm, func(ctx *simulator.Context) {
+		res = vm.PowerOffVMTask(ctx, &types.PowerOffVM_Task{This: vm.Self})
+	})
+	if f := res.Fault(); f != nil {
+		return types.ManagedObjectReference{}, f
+	}
+	ref := res.(*methods.PowerOffVM_TaskBody).Res.Returnval
+	_, f := taskOutcome(ref)
+	if f == nil {
+		l.stopGuest(v, vm)
+	}
+	return ref, f
+}
+
 func taskOutcome(ref types.ManagedObjectReference) (*simulator.Task, *soap.Fault) {
 	task := simulator.Map.Get(ref).(*simulator.Task)
 	if task.Info.Error != nil {
@@ -448,50 +478,39 @@ func (l *Lab) askMovedOrCopied(v *vmState, vm *simulator.VirtualMachine) types.M
 
 func (l *Lab) opAnswerVM(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.AnswerVM)
-	ref := c.method.This
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	v := l.vms[ref.Value]
-	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
-	if v == nil || vm == nil {
-		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
-	}
-	q := vm.Runtime.Question
-	if q == nil || q.Id != req.QuestionId || v.Pending == nil {
-		return nil, fault(fmt.Sprintf("question %q is not pending on %s", req.QuestionId, vm.Name), &types.ConcurrentAccess{})
-	}
-	label := ""
-	for _, ci := range q.Choice.ChoiceInfo {
-		if d := ci.GetElementDescription(); d.Key == req.AnswerChoice {
-			label = d.Label
+	return l.onVM(c, func(v *vmState, vm *simulator.VirtualMachine) (interface{}, *soap.Fault) {
+		q := vm.Runtime.Question
+		if q == nil || q.Id != req.QuestionId || v.Pending == nil {
+			return nil, fault(fmt.Sprintf("question %q is not pending on %s", req.QuestionId, vm.Name), &types.ConcurrentAccess{})
 		}
-	}
-	if label == "" {
-		return nil, fault(fmt.Sprintf("%q is not a choice of question %s (answer with the choice key, not its label)", req.AnswerChoice, q.Id),
-			&types.InvalidArgument{InvalidProperty: "answerChoice"})
-	}
-	simulator.Map.WithLock(vm, func() {
-		simulator.Map.Update(vm, []types.PropertyChange{
-			{Name: "runtime.question", Val: nil},
-			{Name: "summary.runtime.question", Val: nil},
+		label := ""
+		for _, ci := range q.Choice.ChoiceInfo {
+			if d := ci.GetElementDescription(); d.Key == req.AnswerChoice {
+				label = d.Label
+			}
+		}
+		if label == "" {
+			return nil, fault(fmt.Sprintf("%q is not a choice of question %s (answer with the choice key, not its label)", req.AnswerChoice, q.Id),
+				&types.InvalidArgument{InvalidProperty: "answerChoice"})
+		}
+		simulator.Map.WithLock(vm, func() {
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "runtime.question", Val: nil},
+				{Name: "summary.runtime.question", Val: nil},
+			})
 		})
-	})
-	task := v.Pending
-	v.Pending = nil
-	var outcome *soap.Fault
-	switch label {
-	case "button.uuid.cancel":
-		outcome = fault("the power-on was cancelled: the question was answered Cancel", &types.RequestCanceled{})
-	default:
-		outcome = l.rewriteIdentity(v, vm, label == "button.uuid.copiedTheVM")
-		if outcome == nil {
+		task := v.Pending
+		v.Pending = nil
+		var outcome *soap.Fault
+		if label == "button.uuid.cancel" {
+			outcome = fault("the power-on was cancelled: the question was answered Cancel", &types.RequestCanceled{})
+		} else if outcome = l.rewriteIdentity(v, vm, label == "button.uuid.copiedTheVM"); outcome == nil {
 			outcome = l.powerOn(v, vm)
 		}
-	}
-	finishTask(task, outcome)
-	return nil, nil
+		finishTask(task, outcome)
+		return nil, nil
+	})
 }
-
 func finishTask(task *simulator.Task, outcome *soap.Fault) {
 	changes := []types.PropertyChange{{Name: "info.completeTime", Val: time.Now()}}
 	if outcome != nil {
@@ -666,58 +685,27 @@ func (l *Lab) stopGuest(v *vmState, vm *simulator.VirtualMachine) {
 }
 
 func (l *Lab) opPowerOff(c *callCtx) (interface{}, *soap.Fault) {
-	ref := c.method.This
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	v := l.vms[ref.Value]
-	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
-	if v == nil || vm == nil {
-		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
-	}
-	var res soap.HasFault
-	l.invoke(vm, func(ctx *simulator.Context) {
-		res = vm.PowerOffVMTask(ctx, &types.PowerOffVM_Task{This: ref})
+	return l.onVM(c, func(v *vmState, vm *simulator.VirtualMachine) (interface{}, *soap.Fault) {
+		ref, f := l.simPowerOff(v, vm)
+		if ref.Value == "" {
+			return nil, f
+		}
+		return ref, nil // a failed power-off is reported by its task
 	})
-	if f := res.Fault(); f != nil {
-		return nil, f
-	}
-	taskRef := res.(*methods.PowerOffVM_TaskBody).Res.Returnval
-	if _, f := taskOutcome(taskRef); f == nil {
-		l.stopGuest(v, vm)
-	}
-	return taskRef, nil
 }
-
 func (l *Lab) opShutdownGuest(c *callCtx) (interface{}, *soap.Fault) {
-	ref := c.method.This
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	v := l.vms[ref.Value]
-	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
-	if v == nil || vm == nil {
-		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
-	}
-	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
-		return nil, fault("the virtual machine is not powered on", &types.InvalidPowerState{
-			RequestedState: types.VirtualMachinePowerStatePoweredOff, ExistingState: vm.Runtime.PowerState})
-	}
-	if v.ToolsState != "running" {
-		return nil, fault("VMware Tools is not running in "+vm.Name, &types.ToolsUnavailable{})
-	}
-	var res soap.HasFault
-	l.invoke(vm, func(ctx *simulator.Context) {
-		res = vm.PowerOffVMTask(ctx, &types.PowerOffVM_Task{This: ref})
+	return l.onVM(c, func(v *vmState, vm *simulator.VirtualMachine) (interface{}, *soap.Fault) {
+		if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+			return nil, fault("the virtual machine is not powered on", &types.InvalidPowerState{
+				RequestedState: types.VirtualMachinePowerStatePoweredOff, ExistingState: vm.Runtime.PowerState})
+		}
+		if v.ToolsState != "running" {
+			return nil, fault("VMware Tools is not running in "+vm.Name, &types.ToolsUnavailable{})
+		}
+		_, f := l.simPowerOff(v, vm)
+		return nil, f
 	})
-	if f := res.Fault(); f != nil {
-		return nil, f
-	}
-	if _, f := taskOutcome(res.(*methods.PowerOffVM_TaskBody).Res.Returnval); f != nil {
-		return nil, f
-	}
-	l.stopGuest(v, vm)
-	return nil, nil
 }
-
 func (l *Lab) opUnregisterVM(c *callCtx) (interface{}, *soap.Fault) {
 	ref := c.method.This
 	l.mu.Lock()

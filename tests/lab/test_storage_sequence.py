@@ -7,13 +7,12 @@ checking the world (array, hosts, events, call counts) afterwards.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from pyVmomi import vim
 
 from lab.seed import disk_marker
 from tests.lab.conftest import find, host
+from tests.lab.fixtures import copy_name, register
 from tests.lab.storage_ops import ops_for
 from tests.lab.vsphere_steps import (
     power_on,
@@ -26,11 +25,6 @@ from tests.lab.vsphere_steps import (
 )
 
 BAD_EVENTS = ("apd", "device_lost_while_attached", "vmfs_destroyed")
-
-
-def _copy_name(vendor: str) -> str:
-    sep = "_" if vendor == "netapp_ontap" else "-"
-    return f"sr{sep}t{sep}{uuid.uuid4().hex[:8]}"
 
 
 def _rescans_on(vclab, since: int, host_name: str) -> list[str]:
@@ -62,7 +56,7 @@ def test_block_restore_sequence(lab, si, http, vclab, ds_name, protocol):
     since = vclab.get("/calls/log?since=0")["last_seq"]
     events_before = len(vclab.events())
 
-    copy = ops.make_copy(ds_cfg["volume"], snapshot, _copy_name(array["vendor"]))
+    copy = ops.make_copy(ds_cfg["volume"], snapshot, copy_name(array["vendor"]))
     assert copy.naa and copy.naa != find(si, vim.Datastore, ds_name).info.vmfs.extent[0].diskName
 
     # presented but not rescanned: the host cannot see it yet
@@ -99,17 +93,7 @@ def test_block_restore_sequence(lab, si, http, vclab, ds_name, protocol):
     assert ds.name == new_name
     assert unresolved(esx, copy.naa) is None
 
-    dc = find(si, vim.Datacenter, lab["vcenter"]["datacenter"])
-    pool = find(si, vim.ClusterComputeResource, lab["vcenter"]["cluster"]).resourcePool
-    vm = wait(
-        dc.vmFolder.RegisterVM_Task(
-            path=f"[{new_name}] {vm_name}/{vm_name}.vmx",
-            name=f"{vm_name}-restored-{copy.name}",
-            asTemplate=False,
-            pool=pool,
-            host=esx,
-        )
-    )
+    vm = register(si, lab, new_name, vm_name, esx, f"{vm_name}-restored-{copy.name}")
     assert vm.runtime.host == esx
     assert power_on(vm), "a VM powered on from a copy must ask 'moved or copied'"
     assert vm.runtime.powerState == "poweredOn"
@@ -147,7 +131,7 @@ def test_nfs_restore_sequence(lab, si, http, vclab):
     vm_name = ds_cfg["vms"][1]
     events_before = len(vclab.events())
 
-    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][1], _copy_name("netapp_ontap"))
+    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][1], copy_name("netapp_ontap"))
     server, path = ops.present_nfs(copy, host_cfg)
     name = f"sr-restore-{copy.name}"
     spec = vim.host.NasVolume.Specification(
@@ -157,17 +141,7 @@ def test_nfs_restore_sequence(lab, si, http, vclab):
     assert ds.name == name and ds.summary.accessible
     assert ds.info.nas.remoteHost == server and ds.info.nas.remotePath == path
 
-    dc = find(si, vim.Datacenter, lab["vcenter"]["datacenter"])
-    pool = find(si, vim.ClusterComputeResource, lab["vcenter"]["cluster"]).resourcePool
-    vm = wait(
-        dc.vmFolder.RegisterVM_Task(
-            path=f"[{name}] {vm_name}/{vm_name}.vmx",
-            name=f"{vm_name}-restored",
-            asTemplate=False,
-            pool=pool,
-            host=esx,
-        )
-    )
+    vm = register(si, lab, name, vm_name, esx, f"{vm_name}-restored")
     assert power_on(vm)
     wait_for_tools(vm)
     text = read_datastore_file(lab, http, name, f"{vm_name}/{vm_name}-flat.vmdk")
