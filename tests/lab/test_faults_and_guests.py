@@ -7,10 +7,10 @@ import time
 import pytest
 from pyVmomi import vim, vmodl
 
-from tests.lab.conftest import host
-from tests.lab.fixtures import mounted_copy, register
-from tests.lab.storage_ops import ops_for
-from tests.lab.vsphere_steps import (
+from tests.support.fixtures import mounted_copy, register
+from tests.support.storage_ops import ops_for
+from tests.support.vcenter import host
+from tests.support.vsphere_steps import (
     answer,
     power_on,
     sw_iscsi,

@@ -8,7 +8,7 @@ import pytest
 from pyVmomi import vim
 
 from lab import topology as topo
-from tests.lab.conftest import find, host
+from tests.support.vcenter import find, host
 
 
 def _loopback(addr: str) -> bool:

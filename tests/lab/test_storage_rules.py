@@ -7,10 +7,10 @@ import os
 import pytest
 from pyVmomi import vim
 
-from tests.lab.conftest import find, host
-from tests.lab.fixtures import copy_name, mounted_copy, register
-from tests.lab.storage_ops import ops_for
-from tests.lab.vsphere_steps import rescan, scsi_lun, sw_iscsi, unresolved, wait
+from tests.support.fixtures import copy_name, mounted_copy, register
+from tests.support.storage_ops import ops_for
+from tests.support.vcenter import find, host
+from tests.support.vsphere_steps import rescan, scsi_lun, sw_iscsi, unresolved, wait
 
 BAD = ("apd", "device_lost_while_attached", "vmfs_destroyed")
 

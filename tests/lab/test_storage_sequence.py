@@ -11,10 +11,10 @@ import pytest
 from pyVmomi import vim
 
 from lab.seed import disk_marker
-from tests.lab.conftest import find, host
-from tests.lab.fixtures import copy_name, register
-from tests.lab.storage_ops import ops_for
-from tests.lab.vsphere_steps import (
+from tests.support.fixtures import copy_name, register
+from tests.support.storage_ops import ops_for
+from tests.support.vcenter import find, host
+from tests.support.vsphere_steps import (
     power_on,
     read_datastore_file,
     rescan,

@@ -10,9 +10,9 @@ from typing import Any
 
 from pyVmomi import vim
 
-from tests.lab.conftest import find, host
-from tests.lab.storage_ops import Copy, HpeOps, OntapOps, ops_for
-from tests.lab.vsphere_steps import rescan, scsi_lun, unresolved, wait
+from tests.support.storage_ops import Copy, HpeOps, OntapOps, ops_for
+from tests.support.vcenter import find, host
+from tests.support.vsphere_steps import rescan, scsi_lun, unresolved, wait
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""Session fixtures: the embedded lab (started once per test session) and clients for it."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from pyVim.connect import Disconnect, SmartConnect
+
+from lab import control
+from tests.support.vcenter import VcLab
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """A running lab (its lab.json); stopped at the end of the session."""
+    directory = tmp_path_factory.mktemp("lab")
+    info = control.up(directory, tools_delay_s=0.2)
+    try:
+        yield info
+        leftovers = _leftovers(info)
+    finally:
+        control.down(Path(info["dir"]))
+    assert leftovers == [], f"the lab tests left objects behind: {leftovers}"
+
+
+def _leftovers(info: dict[str, Any]) -> list[str]:
+    """Everything the tests created and did not remove: copies, exports, datastores, VMs."""
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = info["ca_bundle"]
+    found = []
+    for a in info["arrays"]:
+        state = s.get(a["lab_url"] + "/state", timeout=30).json()
+        found += [f"{a['name']} copy {c['name']}" for c in state["copies"]]
+        production = {d["volume"] for d in info["datastores"] if d["array"] == a["name"]}
+        found += [
+            f"{a['name']} export of {e['volume']}"
+            for e in state["exports"] + state["nfs_exports"]
+            if e["volume"] not in production
+        ]
+    vc = s.get(info["vcenter"]["lab_url"] + "/state", timeout=30).json()
+    production = {d["name"] for d in info["datastores"]}
+    found += [f"datastore {d['name']}" for d in vc["datastores"] if d["name"] not in production]
+    expected_vms = {vm for d in info["datastores"] for vm in d["vms"]}
+    found += [f"VM {v['name']}" for v in vc["vms"] if v["name"] not in expected_vms]
+    for h in vc["hosts"]:
+        naas = {dev["naa"] for dev in h["devices"]}
+        found += [f"{h['name']} device {n}" for n in sorted(naas - _production_naas(s, info))]
+    return found
+
+
+def _production_naas(s: requests.Session, info: dict[str, Any]) -> set[str]:
+    naas = set()
+    for a in info["arrays"]:
+        for v in s.get(a["lab_url"] + "/state", timeout=30).json()["volumes"]:
+            if v.get("naa") and not v["is_copy"]:
+                naas.add(v["naa"])
+    return naas
+
+
+@pytest.fixture(scope="session")
+def http(lab) -> requests.Session:
+    """An HTTPS session that trusts (only) the lab CA."""
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would replace the lab CA
+    s.verify = lab["ca_bundle"]
+    return s
+
+
+@pytest.fixture(scope="session")
+def si(lab):
+    """A pyVmomi ServiceInstance connected to the lab vCenter with certificate checks on."""
+    vc = lab["vcenter"]
+    context = ssl.create_default_context(cafile=lab["ca_bundle"])
+    conn = SmartConnect(
+        host=vc["host"], port=vc["port"], user=vc["user"], pwd=vc["password"], sslContext=context
+    )
+    yield conn
+    Disconnect(conn)
+
+
+@pytest.fixture(scope="session")
+def vclab(lab, http) -> VcLab:
+    """Client of the vCenter's /lab endpoints."""
+    return VcLab(lab, http)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(request):
+    """Clear injected faults and guest rules after each lab test, so none leaks into the next."""
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    info = request.getfixturevalue("lab")
+    s = request.getfixturevalue("http")
+    yield
+    s.delete(info["vcenter"]["lab_url"] + "/faults", timeout=30)
+    s.delete(info["vcenter"]["lab_url"] + "/guest", timeout=30)
+    for a in info["arrays"]:
+        s.delete(a["lab_url"] + "/faults", timeout=30)
