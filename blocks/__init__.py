@@ -1,1 +1,1 @@
-"""Prefect blocks: vCenter credentials and one driver block per array vendor (to come)."""
+"""Prefect blocks: vCenter credentials and one driver block per array vendor."""

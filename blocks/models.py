@@ -1,0 +1,143 @@
+"""The typed inputs and outputs of the array contract (see ``blocks.arrays``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Protocol = Literal["iscsi", "fc", "nfs"]
+
+TAG_BY = "snaprestore"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class VmfsBacking(_Model):
+    """A VMFS datastore's head extent: the device's canonical name (naa.…)."""
+
+    kind: Literal["vmfs"] = "vmfs"
+    naa: str
+
+
+class NfsBacking(_Model):
+    """An NFS datastore: the server and path it is mounted from."""
+
+    kind: Literal["nfs"] = "nfs"
+    server: str
+    path: str
+
+
+Backing = Annotated[VmfsBacking | NfsBacking, Field(discriminator="kind")]
+
+
+class IscsiPortal(_Model):
+    """An iSCSI target portal: what a host's static target must name."""
+
+    address: str
+    port: int = 3260
+    iqn: str
+
+
+class ArrayInfo(_Model):
+    """What an array is and how hosts reach it."""
+
+    name: str
+    vendor: str
+    model: str
+    serial: str
+    version: str = ""
+    protocols: list[Protocol]
+    iscsi_portals: list[IscsiPortal] = Field(default_factory=list)
+    fc_wwpns: list[str] = Field(default_factory=list)
+    nfs_servers: list[str] = Field(default_factory=list)
+
+
+class ArrayVolume(_Model):
+    """A volume behind a datastore."""
+
+    array: str
+    id: str
+    name: str
+    kind: Literal["block", "nfs"]
+    naa: str | None = None
+    nfs_path: str | None = None
+    protocols: list[Protocol] = Field(default_factory=list)
+
+
+class ArraySnapshot(_Model):
+    """A point-in-time snapshot of a volume."""
+
+    array: str
+    id: str
+    name: str
+    volume: str
+    created: datetime
+
+
+class CopyTag(_Model):
+    """The machine-readable mark on everything snaprestore creates."""
+
+    by: Literal["snaprestore"] = TAG_BY
+    run: str  # the restore run (Prefect flow run id)
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source: str = ""  # "<volume>@<snapshot>"
+
+    def encode(self) -> str:
+        """Return the tag as compact JSON, for a comment or description field."""
+        data = {"by": self.by, "run": self.run, "created": self.created.isoformat()}
+        data["src"] = self.source
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | None) -> CopyTag | None:
+        """Return the tag in ``text``, or None when ``text`` is not a snaprestore tag."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("by") != TAG_BY or not data.get("run"):
+            return None
+        try:
+            return cls(run=data["run"], created=data["created"], source=data.get("src", ""))
+        except (KeyError, ValueError):
+            return None
+
+
+class SnapshotCopy(_Model):
+    """A read-write copy (clone) of a snapshot."""
+
+    array: str
+    id: str
+    name: str
+    naa: str | None = None  # block copies
+    nfs_path: str | None = None  # NFS copies, once exported
+    source_volume: str = ""
+    source_snapshot: str = ""
+    tag: CopyTag | None = None
+
+
+class HostIdentity(_Model):
+    """An ESXi host as an array sees it."""
+
+    name: str
+    iqns: list[str] = Field(default_factory=list)
+    wwpns: list[str] = Field(default_factory=list)  # 16 hex digits, any separators
+    vmk_ips: list[str] = Field(default_factory=list)
+
+
+class Presentation(_Model):
+    """What a host needs to reach a presented copy."""
+
+    protocol: Protocol
+    lun: int | None = None
+    iscsi_targets: list[IscsiPortal] = Field(default_factory=list)
+    fc_targets: list[str] = Field(default_factory=list)
+    nfs_server: str | None = None
+    nfs_path: str | None = None
