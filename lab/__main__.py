@@ -1,9 +1,10 @@
-"""``python -m lab up|down|status|build`` — run the embedded lab (see lab/README.md)."""
+"""``python -m lab up|down|status|build|blocks`` — run the embedded lab (see lab/README.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     p_status.add_argument("--json", action="store_true")
     sub.add_parser("build", help="build the lab vCenter (Go) if its sources changed")
+    p_blocks = sub.add_parser(
+        "blocks", help="save the lab's vCenter (as 'default') and arrays as Prefect blocks"
+    )
+    p_blocks.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args(argv)
 
     try:
@@ -75,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         elif args.command == "build":
             print(control.build_vcsim())
+        elif args.command == "blocks":
+            # the lab is offline: keep Prefect's ephemeral server from trying to send telemetry
+            os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+            from lab.blockstore import save_blocks
+
+            for name in save_blocks(control.load(args.dir)):
+                print(f"saved block {name}")
     except control.LabError as err:
         print(f"lab: {err}", file=sys.stderr)
         return 1

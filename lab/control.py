@@ -175,6 +175,7 @@ def _start(
                 "password": passwords[a.name],
                 "lab_url": f"{url}/lab",
                 "state_dir": str(state_dir),
+                **a.extra,
             }
         )
 

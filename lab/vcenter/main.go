@@ -67,6 +67,8 @@ func run(configPath string) error {
 	model.Service.ServeMux.Handle("/lab/", layer.labMux())
 	lab.registerStorageOverrides(layer)
 	lab.registerVMOverrides(layer)
+	lab.registerFileOverrides(layer)
+	lab.registerCustomFieldOverrides(layer)
 
 	server := model.Service.NewServer()
 	layer.next = server.Config.Handler
