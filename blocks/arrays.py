@@ -11,6 +11,7 @@ for this block, creating it on first use; :func:`close_all` logs every session o
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import tempfile
@@ -87,6 +88,14 @@ class RestClient:
         url = path if path.startswith("http") else self.base_url + path
         try:
             r = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            if "certificate verify failed" in str(exc).lower():  # a retry cannot cure it
+                raise ArrayError(
+                    f"{method} {path}: the array's TLS certificate is not trusted ({exc}); "
+                    "set ca_certificate to the PEM of the CA that issued it",
+                    array=self.array,
+                ) from exc
+            raise ArrayTransientError(f"{method} {path}: {exc}", array=self.array) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise ArrayTransientError(f"{method} {path}: {exc}", array=self.array) from exc
         if r.status_code >= 400:
@@ -110,6 +119,9 @@ def close_all() -> None:
     for s in sessions:
         with contextlib.suppress(Exception):  # best effort: arrays expire sessions anyway
             s.close()
+
+
+atexit.register(close_all)
 
 
 class StorageArray(Block, ABC):
