@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# Before anything imports Prefect: a private home, no telemetry, a patient start-up, quick
+# retries and waits sized for the lab (whose guests report tools after 0.2 s).
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="snaprestore-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+os.environ.setdefault("SNAPRESTORE_RETRY_DELAY_S", "0.05")
+os.environ.setdefault("SNAPRESTORE_TOOLS_TIMEOUT_S", "20")
+os.environ.setdefault("SNAPRESTORE_TASK_TIMEOUT_S", "60")
+
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +116,20 @@ def _no_leftover_faults(request):
     s.delete(info["vcenter"]["lab_url"] + "/guest", timeout=30)
     for a in info["arrays"]:
         s.delete(a["lab_url"] + "/faults", timeout=30)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A Prefect API (test harness, one SQLite database) shared by the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="session")
+def lab_blocks(lab, prefect_api) -> list[str]:
+    """The lab's vCenter and arrays saved as blocks in the session's Prefect API."""
+    from lab.blockstore import save_blocks
+
+    return save_blocks(lab)

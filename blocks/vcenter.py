@@ -1,0 +1,100 @@
+"""The vCenter block: where vCenter is, how to log in, and a connected pyVmomi client."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import ssl
+import threading
+from typing import Any
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+_connections: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+class VCenterCredentials(Block):
+    """A vCenter Server (or a standalone ESXi host) and the account snaprestore uses.
+
+    ``connect()`` returns a logged-in pyVmomi ServiceInstance, reused by every task of the
+    process and logged in again when the session has expired.
+    """
+
+    _block_type_name = "vCenter Credentials"
+    _block_type_slug = "vcenter-credentials"
+    _description = "vCenter Server address and credentials for snaprestore."
+
+    host: str = Field(description="vCenter host name or address")
+    port: int = Field(default=443, description="HTTPS port")
+    user: str = Field(description="user, e.g. administrator@vsphere.local")
+    password: SecretStr = Field(description="password")
+    ca_certificate: str | None = Field(
+        default=None,
+        description="PEM of the CA that issued vCenter's certificate; "
+        "leave empty to use the system's trusted CAs",
+    )
+    verify_tls: bool = Field(default=True, description="Verify vCenter's TLS certificate")
+    timeout_s: float = Field(
+        default=600,
+        description="socket timeout of each vSphere call (s); storage calls can take minutes",
+    )
+
+    def _key(self) -> str:
+        secret = hashlib.sha256(self.password.get_secret_value().encode()).hexdigest()[:16]
+        return f"{self.host}:{self.port}|{self.user}|{secret}|{self.verify_tls}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Return the TLS context vCenter connections use."""
+        if not self.verify_tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        if self.ca_certificate:
+            return ssl.create_default_context(cadata=self.ca_certificate)
+        return ssl.create_default_context()
+
+    def connect(self) -> vim.ServiceInstance:
+        """Return a logged-in ServiceInstance (shared by this process, renewed if expired)."""
+        key = self._key()
+        with _lock:
+            si = _connections.get(key)
+            if si is not None and not _alive(si):
+                with contextlib.suppress(Exception):
+                    Disconnect(si)
+                si = None
+            if si is None:
+                si = _connections[key] = SmartConnect(
+                    host=self.host,
+                    port=self.port,
+                    user=self.user,
+                    pwd=self.password.get_secret_value(),
+                    sslContext=self.ssl_context(),
+                    httpConnectionTimeout=self.timeout_s,
+                )
+            return si
+
+
+def _alive(si: vim.ServiceInstance) -> bool:
+    try:
+        return si.content.sessionManager.currentSession is not None
+    except Exception:
+        return False
+
+
+def disconnect_all() -> None:
+    """Log out every vCenter session this process opened."""
+    with _lock:
+        sessions = list(_connections.values())
+        _connections.clear()
+    for si in sessions:
+        with contextlib.suppress(Exception):
+            Disconnect(si)
+
+
+atexit.register(disconnect_all)

@@ -1,0 +1,203 @@
+"""The ``restore-from-snapshot`` flow: restore VMs from an array snapshot, then clean up."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from blocks.arrays import StorageArray
+from blocks.registry import load_arrays
+from blocks.settings import settings
+from blocks.vcenter import VCenterCredentials
+from flows.params import Decision, Finish, NetworkMode, Operation, ProtocolChoice
+from flows.plan import PlanError, RestorePlan, RestoreRequest, make_plan
+from flows.run import Restore, RestoreError
+from tasks.retry import step_options
+
+
+class InstantRecoveryDecision(RunInput):
+    """What to do with VMs running from a snapshot copy."""
+
+    action: Decision = Field(
+        default=Decision.stop,
+        description="migrate: move the VMs to production storage and keep them; "
+        "stop: power them off and remove the copy",
+    )
+    migrate_to: str | None = Field(
+        default=None, description="Datastore to migrate to (default: each VM's original)"
+    )
+
+
+@task(**step_options("plan the restore of {request.vms}"))
+def plan_restore(
+    vcenter: VCenterCredentials,
+    arrays: list[StorageArray],
+    request: RestoreRequest,
+    restore_id: str,
+) -> RestorePlan:
+    """Resolve and validate the whole request; nothing is created anywhere."""
+    return make_plan(vcenter.connect(), arrays, request, restore_id)
+
+
+def _restore_id() -> str:
+    return str(flow_run.get_id() or uuid.uuid4())
+
+
+@flow(
+    name="restore-from-snapshot",
+    task_runner=ThreadPoolTaskRunner(max_workers=settings().max_parallel_vms),
+    log_prints=True,
+)
+def restore_from_snapshot(
+    vms: list[str],
+    snapshot: str = "latest",
+    operation: Operation = Operation.instant_recovery,
+    datastore: str | None = None,
+    target_host: str | None = None,
+    protocol: ProtocolChoice = ProtocolChoice.auto,
+    power_on: bool = True,
+    network: NetworkMode = NetworkMode.keep,
+    name_suffix: str | None = None,
+    finish: Finish = Finish.stop,
+    migrate_to: str | None = None,
+    replace_original: bool = False,
+    files: list[str] | None = None,
+    target_datastore: str | None = None,
+    target_folder: str | None = None,
+    vcenter: str = "default",
+    arrays: list[str] | None = None,
+) -> dict[str, Any]:
+    """Restore VMs from a storage-array snapshot through a read-write copy of it.
+
+    The copy is presented to one ESXi host, the VMs are restored from it, and everything
+    created is undone and deleted on every exit path.
+
+    Args:
+        vms: Names of the VMs to restore.
+        snapshot: A snapshot name, `latest`, or `latest-before:<ISO 8601 time>`.
+        operation: instant_recovery (run the VMs from the copy), full_restore (copy them
+            back to production storage) or vm_files (copy chosen files out).
+        datastore: Production datastore of VMs that are no longer in the inventory.
+        target_host: ESXi host to present the copy to (default: the VM's own host, or
+            another connected host that can reach the array).
+        protocol: How the host reaches the copy; auto follows the datastore and the host.
+        power_on: Power the restored VMs on.
+        network: keep the NICs as they were, or start them disconnected (isolated).
+        name_suffix: Appended to each VM's name to name its restored copy
+            (default `-sr-<run id>`).
+        finish: Instant recovery only: stop (verify, then tear down), migrate (Storage
+            vMotion to production and keep), or wait_for_user (pause for a decision).
+        migrate_to: Datastore for migrate and full restore (default: the VM's original).
+        replace_original: Full restore only: power off, rename and unregister the
+            original VM (never deleted) and give its name to the restored one.
+        files: VM files restore: file patterns to copy (default *.vmx, *.vmdk, *.nvram).
+        target_datastore: VM files restore: where to copy (default: the VM's original).
+        target_folder: VM files restore: folder to create there
+            (default `<vm><suffix>-files`).
+        vcenter: Name of the vCenter Credentials block.
+        arrays: Names of the array blocks to use (default: every saved array block).
+    """
+    log = get_run_logger()
+    started_at = time.time()
+    restore_id = _restore_id()
+    request = RestoreRequest(
+        vms=vms,
+        datastore=datastore,
+        snapshot=snapshot,
+        operation=operation,
+        target_host=target_host,
+        protocol=protocol,
+        power_on=power_on,
+        network=network,
+        name_suffix=name_suffix,
+        finish=finish,
+        migrate_to=migrate_to,
+        replace_original=replace_original,
+        target_datastore=target_datastore,
+        target_folder=target_folder,
+        **({"files": files} if files else {}),
+    )
+    try:
+        vc = VCenterCredentials.load(vcenter)
+    except ValueError as exc:
+        raise PlanError([f"vCenter block '{vcenter}' not found: {exc}"]) from exc
+    array_blocks = load_arrays(arrays)
+    plan = plan_restore(vc, array_blocks, request, restore_id)
+    create_markdown_artifact(key="restore-plan", markdown=plan.summary())
+
+    run = Restore(plan, vc, {a.name: a for a in array_blocks}, started_at)
+    decision: str | None = None
+    failure: BaseException | None = None
+    leftovers: list[str] = []
+    try:
+        run.attach()
+        run.restore_vms()
+        if operation == Operation.instant_recovery:
+            decision = _finish(run, finish, restore_id)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        leftovers = run.teardown()
+        result = run.publish(decision, leftovers)
+        if leftovers:
+            msg = "cleanup could not finish; still there: " + "; ".join(leftovers)
+            log.error(msg)
+            if failure is None:
+                raise RestoreError(msg)
+            raise RestoreError(f"{failure}; and {msg}") from failure
+    failed = [o for o in run.outcomes() if o.error]
+    if failed:
+        raise RestoreError(
+            "restore failed for "
+            + "; ".join(f"{o.vm}: {o.error}" for o in failed)
+            + " (everything was cleaned up)"
+        )
+    return result
+
+
+def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
+    """End an instant recovery as asked; return what was decided."""
+    log = get_run_logger()
+    if finish == Finish.stop:
+        return "stop"
+    if finish == Finish.migrate:
+        run.migrate()
+        return "migrate"
+    running = [o for o in run.outcomes() if o.moref and not o.error]
+    if not running:
+        return "stop (nothing is running)"
+    names = ", ".join(o.restored_as or o.vm for o in running)
+    try:
+        decision = pause_flow_run(
+            wait_for_input=InstantRecoveryDecision.with_initial_data(
+                description=(
+                    f"**Instant recovery** — {names} run from a snapshot copy.\n\n"
+                    "Choose **migrate** to move them to production storage and keep them, or "
+                    "**stop** to power them off and remove the copy."
+                ),
+                action=Decision.stop,
+            ),
+            timeout=settings().pause_timeout_s,
+            poll_interval=2,
+            key=f"ir-{restore_id[:8]}",
+        )
+    except FlowPauseTimeout:
+        log.warning(
+            "no decision within %ss: stopping the instant recovery", settings().pause_timeout_s
+        )
+        return "stop (no decision in time)"
+    if decision.action == Decision.migrate:
+        run.migrate(decision.migrate_to)
+        return "migrate"
+    return "stop"

@@ -1,0 +1,457 @@
+"""Carrying out a restore plan: attach the copies, restore the VMs, finish, tear down.
+
+:class:`Restore` holds what one run created, so that :meth:`Restore.teardown` can undo
+it in the safe order on every exit path (DESIGN §1.6, §5).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import get_run_logger, tags, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
+from pydantic import BaseModel
+
+from blocks.arrays import StorageArray
+from blocks.models import CopyTag, Presentation, SnapshotCopy
+from blocks.vcenter import VCenterCredentials
+from flows.params import NetworkMode, Operation
+from flows.plan import GroupPlan, RestorePlan, RestoreRequest, VmPlan
+from tasks import array_tasks as at
+from tasks import vsphere_tasks as vt
+from tasks.retry import step_options
+from tasks.vsphere_tasks import DatastoreRef, VmRef
+
+
+@dataclass
+class Effect:
+    """A side effect of the run, and whether it was undone (or is meant to stay)."""
+
+    what: str
+    object: str
+    undone: bool = False
+    kept: bool = False
+
+
+class Effects:
+    """The run's side effects, in the order they happened (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: list[Effect] = []
+
+    def add(self, what: str, obj: str, kept: bool = False) -> Effect:
+        """Record a side effect."""
+        with self._lock:
+            e = Effect(what, obj, kept=kept)
+            self.items.append(e)
+            return e
+
+    def undone(self, what: str, obj: str) -> None:
+        """Mark the matching side effects undone (adding one if it was not recorded)."""
+        with self._lock:
+            matched = [e for e in self.items if e.what == what and e.object == obj]
+            if not matched:
+                matched = [Effect(what, obj)]
+                self.items.extend(matched)
+            for e in matched:
+                e.undone = True
+
+    def keep(self, what: str, obj: str) -> None:
+        """Mark the matching side effects as meant to stay (a VM migrated to production)."""
+        with self._lock:
+            for e in self.items:
+                if e.what == what and e.object == obj:
+                    e.kept = True
+
+    def table(self) -> list[dict[str, str]]:
+        """Return the side effects as artifact rows."""
+        with self._lock:
+            return [
+                {
+                    "side effect": e.what,
+                    "object": e.object,
+                    "undone": "kept" if e.kept else ("yes" if e.undone else "NO"),
+                }
+                for e in self.items
+            ]
+
+    def left(self) -> list[str]:
+        """Return what was done and neither undone nor meant to stay."""
+        with self._lock:
+            return [f"{e.what} {e.object}" for e in self.items if not e.undone and not e.kept]
+
+
+class VmOutcome(BaseModel):
+    """What happened to one VM."""
+
+    vm: str
+    restored_as: str | None = None
+    host: str = ""
+    datastore: str = ""
+    state: str = "planned"
+    seconds_to_power_on: float | None = None
+    tools: str | None = None
+    ip: str | None = None
+    files: list[str] = []
+    moref: str | None = None
+    kept: bool = False
+    error: str | None = None
+
+
+@dataclass
+class GroupRun:
+    """One group's live state: the copy, its presentation and the datastore."""
+
+    plan: GroupPlan
+    array: StorageArray
+    copy: SnapshotCopy | None = None
+    presentation: Presentation | None = None
+    presented: bool = False
+    rescanned: bool = False
+    datastore: DatastoreRef | None = None
+    outcomes: dict[str, VmOutcome] = field(default_factory=dict)
+
+    @property
+    def block(self) -> bool:
+        return self.plan.protocol != "nfs"
+
+
+class RestoreError(Exception):
+    """The restore did not fully succeed; the message says what failed and what is left."""
+
+
+@task(**step_options("restore {vm.name} as {vm.new_name}", retries=0))
+def restore_vm(
+    vcenter: VCenterCredentials,
+    request: RestoreRequest,
+    vm: VmPlan,
+    group: GroupPlan,
+    datastore: DatastoreRef,
+    tag: CopyTag,
+    started_at: float,
+) -> VmOutcome:
+    """Carry out the operation for one VM from the mounted copy."""
+    out = VmOutcome(vm=vm.name, host=group.host, datastore=datastore.name)
+    if request.operation == Operation.vm_files:
+        out.files = vt.copy_vm_files(
+            vcenter,
+            datastore.name,
+            vm.folder,
+            request.files,
+            vm.target_datastore or vm.datastore,
+            vm.target_folder or f"{vm.new_name}-files",
+        )
+        out.state, out.datastore, out.kept = "files copied", vm.target_datastore or "", True
+        return out
+    ref = vt.register_vm(vcenter, group.host, datastore.name, vm.vmx, vm.new_name, tag)
+    out.restored_as, out.moref, out.state = ref.name, ref.moref, "registered"
+    if request.network == NetworkMode.disconnected:
+        vt.disconnect_nics(vcenter, ref)
+    answer = "copied"
+    if request.operation == Operation.full_restore:
+        vt.relocate_vm(vcenter, ref, vm.target_datastore or vm.datastore)
+        out.datastore, out.kept, out.state = vm.target_datastore or vm.datastore, True, "restored"
+        if request.replace_original and vm.original:
+            original = VmRef(name=vm.name, moref=vm.original)
+            vt.power_off_vm(vcenter, original)
+            aside = vt.rename_vm(
+                vcenter, original, f"{vm.name}-replaced{vm.new_name[len(vm.name) :]}"
+            )
+            vt.unregister_vm(vcenter, aside)
+            ref = vt.rename_vm(vcenter, ref, vm.name)
+            out.restored_as, answer = vm.name, "moved"
+    if request.power_on:
+        vt.power_on_vm(vcenter, ref, answer)
+        out.seconds_to_power_on = round(time.time() - started_at, 2)
+        out.state = (
+            "running" if request.operation == Operation.instant_recovery else "restored, running"
+        )
+        seen = vt.wait_for_tools(vcenter, ref, want_ip=False)
+        out.tools, out.ip = seen["tools"], seen["ip"]
+        if request.operation == Operation.instant_recovery:
+            out.state = "verified"
+    return out
+
+
+class Restore:
+    """One restore run: what it created and how to undo it."""
+
+    def __init__(
+        self,
+        plan: RestorePlan,
+        vcenter: VCenterCredentials,
+        arrays: dict[str, StorageArray],
+        started_at: float,
+    ):
+        self.plan = plan
+        self.req = plan.request
+        self.vc = vcenter
+        self.started_at = started_at
+        self.effects = Effects()
+        self.groups = [GroupRun(g, arrays[g.array]) for g in plan.groups]
+        self.tag = CopyTag(run=plan.restore_id)
+        self.vm_futures: list[PrefectFuture] = []
+        self.log = get_run_logger()
+
+    # ---- attach ---------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Create the copies (one per group, shared by its VMs), present and mount them."""
+        futures: dict[str, list[PrefectFuture]] = {}
+        for gr in self.groups:
+            g = gr.plan
+            with tags(f"array-{g.array}"):
+                futures[g.key] = [
+                    at.create_snapshot_copy.submit(
+                        gr.array, g.volume, g.snapshot, self.plan.restore_id
+                    )
+                    for _ in g.vms
+                ]
+        errors = []
+        for gr in self.groups:
+            for f in futures[gr.plan.key]:
+                f.wait()
+            for f in futures[gr.plan.key]:
+                try:
+                    copy = f.result()
+                except Exception as exc:
+                    errors.append(exc)
+                    continue
+                if gr.copy is None:
+                    gr.copy = copy
+                    self.effects.add(f"copy on {gr.plan.array}", copy.name)
+                elif copy.name != gr.copy.name:
+                    raise RestoreError(f"two copies for one snapshot: {gr.copy.name}, {copy.name}")
+        if errors:
+            raise errors[0]
+        for gr in self.groups:
+            self._attach(gr)
+
+    def _attach(self, gr: GroupRun) -> None:
+        g, copy = gr.plan, gr.copy
+        assert copy is not None
+        tag = self.tag.model_copy(update={"source": f"{g.volume.name}@{g.snapshot.name}"})
+        with tags(f"array-{g.array}", f"esxi-{g.host}"):
+            gr.presented = True
+            gr.presentation = at.present_copy(gr.array, copy, g.host_identity, g.protocol)
+            self.effects.add(f"presented over {g.protocol} to {g.host}", copy.name)
+            p = gr.presentation
+            if g.protocol == "nfs":
+                gr.datastore = vt.mount_nfs(
+                    self.vc, g.host, p.nfs_server or "", p.nfs_path or "", g.mount_name, tag
+                )
+            else:
+                if g.protocol == "iscsi":
+                    added = vt.ensure_static_targets(self.vc, g.host, p.iscsi_targets or g.portals)
+                    if added:
+                        self.effects.add(
+                            "iSCSI static targets added (kept: they may serve other LUNs)",
+                            g.host,
+                            kept=True,
+                        )
+                gr.rescanned = True
+                vt.rescan_adapters(self.vc, g.host, g.protocol)
+                vt.find_copy_device(self.vc, g.host, copy.naa or "")
+                gr.datastore = vt.resignature_copy(
+                    self.vc, g.host, copy.naa or "", g.mount_name, tag
+                )
+            self.effects.add(f"datastore mounted on {g.host}", gr.datastore.name)
+
+    # ---- the VMs ---------------------------------------------------------------------------
+
+    def restore_vms(self) -> None:
+        """Run the operation for every VM, several at a time; a VM's failure is recorded."""
+        pending: list[tuple[GroupRun, VmPlan, PrefectFuture]] = []
+        for gr in self.groups:
+            assert gr.datastore is not None
+            for vm in gr.plan.vms:
+                with tags(f"esxi-{gr.plan.host}"):
+                    f = restore_vm.submit(
+                        self.vc, self.req, vm, gr.plan, gr.datastore, self.tag, self.started_at
+                    )
+                self.vm_futures.append(f)
+                pending.append((gr, vm, f))
+        for gr, vm, f in pending:
+            try:
+                out = f.result()
+            except Exception as exc:
+                out = VmOutcome(vm=vm.name, host=gr.plan.host, state="failed", error=str(exc))
+            gr.outcomes[vm.name] = out
+            if out.restored_as:
+                self.effects.add("VM registered", out.restored_as, kept=out.kept)
+            if out.files:
+                self.effects.add(
+                    f"files copied to [{out.datastore}] {vm.target_folder}",
+                    ", ".join(out.files),
+                    kept=True,
+                )
+
+    def outcomes(self) -> list[VmOutcome]:
+        """Return every VM's outcome, in plan order."""
+        return [
+            gr.outcomes.get(v.name, VmOutcome(vm=v.name)) for gr in self.groups for v in gr.plan.vms
+        ]
+
+    def migrate(self, target: str | None = None) -> None:
+        """Move the running VMs off the copy (Storage vMotion); they are kept afterwards."""
+        moves = []
+        for gr in self.groups:
+            for vm in gr.plan.vms:
+                out = gr.outcomes.get(vm.name)
+                if out is None or out.moref is None or out.state == "failed":
+                    continue
+                ds = target or vm.target_datastore or vm.datastore
+                ref = VmRef(name=out.restored_as or vm.new_name, moref=out.moref)
+                moves.append((out, ds, vt.relocate_vm.submit(self.vc, ref, ds)))
+        for out, ds, f in moves:
+            try:
+                f.result()
+                out.state, out.datastore, out.kept = "migrated", ds, True
+                self.effects.keep("VM registered", out.restored_as or out.vm)
+                self.effects.add(f"VM moved to {ds}", out.restored_as or out.vm, kept=True)
+            except Exception as exc:
+                out.state, out.error = "failed", f"migration to {ds} failed: {exc}"
+
+    # ---- teardown ---------------------------------------------------------------------------
+
+    def teardown(self) -> list[str]:
+        """Undo everything on the copies in the safe order; return what could not be undone."""
+        deadline = time.monotonic() + 20
+        for f in self.vm_futures:  # on cancellation, let running VM steps end first
+            f.wait(timeout=max(0.0, deadline - time.monotonic()))
+        left: list[str] = []
+        for gr in reversed(self.groups):
+            left += self._teardown(gr)
+        return left
+
+    def _teardown(self, gr: GroupRun) -> list[str]:
+        g, copy, vc = gr.plan, gr.copy, self.vc
+        if copy is None:
+            return []
+        # (what is left if the step fails, the step, whether later steps depend on it)
+        steps: list[tuple[str, Callable[[], Any], bool]] = []
+        if gr.presented:
+            nfs = None
+            if gr.presentation and gr.presentation.nfs_server:
+                nfs = (gr.presentation.nfs_server, gr.presentation.nfs_path or "")
+            steps.append(
+                (
+                    f"VMs and datastores from {copy.name} on {g.host}",
+                    lambda: self._unmount(gr, nfs),
+                    True,
+                )
+            )
+            if gr.block:
+                steps.append(
+                    (
+                        f"device {copy.naa} attached on {g.host}",
+                        lambda: vt.detach_lun(vc, g.host, copy.naa or ""),
+                        True,
+                    )
+                )
+            steps.append(
+                (
+                    f"copy {copy.name} presented to {g.host}",
+                    lambda: self._undo(
+                        f"presented over {g.protocol} to {g.host}",
+                        copy.name,
+                        at.unpresent_copy(gr.array, copy, g.host_identity, g.protocol),
+                    ),
+                    True,
+                )
+            )
+            if gr.block and gr.rescanned:
+                # housekeeping: the withdrawn device leaves the host's list; deleting the
+                # copy does not depend on it
+                steps.append(
+                    (
+                        f"a stale entry for {copy.naa} on {g.host} (rescan its adapters)",
+                        lambda: vt.rescan_adapters(vc, g.host, g.protocol),
+                        False,
+                    )
+                )
+        steps.append(
+            (
+                f"copy {copy.name} on {g.array}",
+                lambda: self._undo(f"copy on {g.array}", copy.name, at.delete_copy(gr.array, copy)),
+                True,
+            )
+        )
+        left: list[str] = []
+        for i, (what, step, needed) in enumerate(steps):
+            try:
+                with tags(f"array-{g.array}", f"esxi-{g.host}"):
+                    step()
+            except Exception as exc:
+                self.log.error("cleanup step for %r failed: %s", what, exc)
+                if needed:
+                    return left + [s[0] for s in steps[i:]]
+                left.append(what)
+        return left
+
+    def _undo(self, what: str, obj: str, _result: Any = None) -> None:
+        self.effects.undone(what, obj)
+
+    def _unmount(self, gr: GroupRun, nfs: tuple[str, str] | None) -> None:
+        g, copy = gr.plan, gr.copy
+        assert copy is not None
+        found = vt.find_copy_datastores(self.vc, g.host, copy.naa if gr.block else None, nfs)
+        for ds in found:
+            for vm in vt.vms_on_datastore(self.vc, ds):
+                vt.power_off_vm(self.vc, vm)
+                vt.unregister_vm(self.vc, vm)
+                self.effects.undone("VM registered", vm.name)
+            if ds.kind == "vmfs":
+                vt.unmount_vmfs(self.vc, g.host, ds)
+            else:
+                vt.remove_nas_datastore(self.vc, g.host, ds)
+            self.effects.undone(f"datastore mounted on {g.host}", ds.name)
+
+    # ---- report -----------------------------------------------------------------------------
+
+    def publish(self, decision: str | None, leftovers: list[str]) -> dict[str, Any]:
+        """Publish the run's artifacts and return its summary."""
+        rows = [
+            {
+                "VM": o.vm,
+                "restored as": o.restored_as or "",
+                "host": o.host,
+                "datastore": o.datastore,
+                "state": o.state if not o.error else f"{o.state}: {o.error}",
+                "power-on after (s)": ""
+                if o.seconds_to_power_on is None
+                else o.seconds_to_power_on,
+            }
+            for o in self.outcomes()
+        ]
+        create_table_artifact(key="restore-vms", table=rows, description="The restored VMs")
+        create_table_artifact(
+            key="restore-side-effects",
+            table=self.effects.table(),
+            description="Everything this restore created, and whether it was undone",
+        )
+        lines = [
+            f"## Restore `{self.plan.restore_id}`: {self.req.operation.value}",
+            "",
+            *(
+                f"- **{g.plan.array}** `{g.plan.volume.name}@{g.plan.snapshot.name}` → copy "
+                f"`{g.copy.name if g.copy else '-'}` on **{g.plan.host}** over {g.plan.protocol}"
+                for g in self.groups
+            ),
+            f"- finished with: {decision}" if decision else "",
+            "",
+            f"**Left behind:** {', '.join(leftovers)}" if leftovers else "Nothing was left behind.",
+        ]
+        create_markdown_artifact(key="restore-report", markdown="\n".join(lines))
+        return {
+            "restore_id": self.plan.restore_id,
+            "vms": [o.model_dump() for o in self.outcomes()],
+            "side_effects": self.effects.table(),
+            "left_behind": leftovers,
+        }

@@ -1,0 +1,108 @@
+"""Prefect tasks for the array side of a restore: one task per contract operation."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.locking.memory import MemoryLockManager
+from prefect.transactions import IsolationLevel
+
+from blocks.arrays import StorageArray
+from blocks.models import (
+    ArrayInfo,
+    ArraySnapshot,
+    ArrayVolume,
+    Backing,
+    CopyTag,
+    HostIdentity,
+    Presentation,
+    Protocol,
+    SnapshotCopy,
+)
+from tasks.retry import step_options
+
+
+def copy_key(volume: ArrayVolume, snapshot: ArraySnapshot) -> str:
+    """Return the stable key of the copy of ``snapshot`` (used in the copy's name)."""
+    return hashlib.sha256(f"{volume.array}|{volume.id}|{snapshot.id}".encode()).hexdigest()[:12]
+
+
+def _copy_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """One copy per (array, volume, snapshot, restore run): the restore id is in the key."""
+    return (
+        f"snaprestore-copy-{parameters['array'].name}-"
+        f"{copy_key(parameters['volume'], parameters['snapshot'])}-{parameters['restore_id']}"
+    )
+
+
+# SERIALIZABLE + an in-process lock: VMs that ask for the same copy at the same time wait
+# for the first request and then share its result (prefect.md §1.3).
+COPY_POLICY = CacheKeyFnPolicy(cache_key_fn=_copy_cache_key).configure(
+    isolation_level=IsolationLevel.SERIALIZABLE,
+    lock_manager=MemoryLockManager(),
+)
+
+
+@task(
+    **{
+        **step_options("create copy of {snapshot.name} for restore {restore_id}"),
+        "cache_policy": COPY_POLICY,
+        "persist_result": True,
+    }
+)
+def create_snapshot_copy(
+    array: StorageArray, volume: ArrayVolume, snapshot: ArraySnapshot, restore_id: str
+) -> SnapshotCopy:
+    """Create (or find, after a crash or retry) the read-write copy of ``snapshot`` for this run."""
+    name = array.copy_name(restore_id, copy_key(volume, snapshot))
+    tag = CopyTag(run=restore_id, source=f"{volume.name}@{snapshot.name}")
+    copy = array.create_copy(volume, snapshot, name, tag)
+    print(f"copy {copy.name} of {volume.name}@{snapshot.name} on {array.name}")
+    return copy
+
+
+@task(**step_options("describe array {array.name}"))
+def describe_array(array: StorageArray) -> ArrayInfo:
+    """Return what the array is and how hosts reach it."""
+    return array.describe()
+
+
+@task(**step_options("find the volume behind {backing}"))
+def find_volume(array: StorageArray, backing: Backing) -> ArrayVolume | None:
+    """Return the array volume behind a datastore backing, or None."""
+    return array.find_volume(backing)
+
+
+@task(**step_options("list snapshots of {volume.name}"))
+def list_snapshots(array: StorageArray, volume: ArrayVolume) -> list[ArraySnapshot]:
+    """Return the volume's snapshots, oldest first."""
+    return array.list_snapshots(volume)
+
+
+@task(**step_options("present {copy.name} to {host.name} over {protocol}"))
+def present_copy(
+    array: StorageArray, copy: SnapshotCopy, host: HostIdentity, protocol: Protocol
+) -> Presentation:
+    """Give one host access to the copy; idempotent."""
+    p = array.present(copy, host, protocol)
+    print(
+        f"presented {copy.name} to {host.name} over {protocol}: {p.model_dump(exclude_none=True)}"
+    )
+    return p
+
+
+@task(**step_options("unpresent {copy.name} from {host.name}"))
+def unpresent_copy(
+    array: StorageArray, copy: SnapshotCopy, host: HostIdentity, protocol: Protocol
+) -> None:
+    """Withdraw the host's access to the copy; idempotent."""
+    array.unpresent(copy, host, protocol)
+
+
+@task(**step_options("delete copy {copy.name}"))
+def delete_copy(array: StorageArray, copy: SnapshotCopy) -> None:
+    """Delete the copy and what was made for it; idempotent, refuses untagged objects."""
+    array.delete_copy(copy)

@@ -1,0 +1,482 @@
+"""pyVmomi calls for the restore, one function per vSphere step (no Prefect here).
+
+Every step that undoes something is idempotent: what is already gone is not an error.
+Functions raise pyVmomi's faults as they come; :class:`VSphereError` is for conditions
+the API does not report as a fault (an object that is not there, a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import re
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from blocks.models import IscsiPortal
+
+
+class VSphereError(Exception):
+    """A vSphere step could not be done; the message says what and what to check."""
+
+
+# ---- lookups -----------------------------------------------------------------------------------
+
+
+def _view(si: vim.ServiceInstance, vimtype: type) -> list[Any]:
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vimtype], True)
+    try:
+        return list(view.view)
+    finally:
+        view.Destroy()
+
+
+def find_by_name(si: vim.ServiceInstance, vimtype: type, name: str) -> Any | None:
+    """Return the inventory object of ``vimtype`` named ``name``, or None."""
+    return next((o for o in _view(si, vimtype) if o.name == name), None)
+
+
+def names(si: vim.ServiceInstance, vimtype: type) -> list[str]:
+    """Return the names of every inventory object of ``vimtype``, sorted."""
+    return sorted(o.name for o in _view(si, vimtype))
+
+
+def get_host(si: vim.ServiceInstance, name: str) -> vim.HostSystem:
+    """Return the ESXi host ``name`` or raise VSphereError listing the hosts there are."""
+    host = find_by_name(si, vim.HostSystem, name)
+    if host is None:
+        raise VSphereError(
+            f"ESXi host {name!r} not found; hosts: {', '.join(names(si, vim.HostSystem))}"
+        )
+    return host
+
+
+def get_datastore(si: vim.ServiceInstance, name: str) -> vim.Datastore:
+    """Return the datastore ``name`` or raise VSphereError."""
+    ds = find_by_name(si, vim.Datastore, name)
+    if ds is None:
+        raise VSphereError(f"datastore {name!r} not found")
+    return ds
+
+
+def moref(si: vim.ServiceInstance, vimtype: type, moid: str) -> Any:
+    """Return the managed object ``vimtype`` with id ``moid`` (no server call)."""
+    return vimtype(moid, si._stub)
+
+
+def datacenter_of(obj: Any) -> vim.Datacenter:
+    """Return the datacenter that contains ``obj``."""
+    while obj is not None and not isinstance(obj, vim.Datacenter):
+        obj = obj.parent
+    if obj is None:
+        raise VSphereError("object is not inside a datacenter")
+    return obj
+
+
+def wait(task: vim.Task, timeout_s: float) -> Any:
+    """Wait for ``task``; return its result, raise its fault, or VSphereError on timeout."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        info = task.info
+        if info.state == vim.TaskInfo.State.success:
+            return info.result
+        if info.state == vim.TaskInfo.State.error:
+            raise info.error
+        if time.monotonic() > deadline:
+            raise VSphereError(
+                f"task {info.descriptionId} still {info.state} after {timeout_s:.0f}s"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+# ---- adapters and devices ------------------------------------------------------------------
+
+
+def sw_iscsi_adapter(host: vim.HostSystem) -> vim.host.InternetScsiHba | None:
+    """Return the host's software iSCSI adapter, or None."""
+    return next(
+        (
+            a
+            for a in host.config.storageDevice.hostBusAdapter
+            if isinstance(a, vim.host.InternetScsiHba) and a.isSoftwareBased
+        ),
+        None,
+    )
+
+
+def fc_adapters(host: vim.HostSystem) -> list[vim.host.FibreChannelHba]:
+    """Return the host's online FC adapters."""
+    return [
+        a
+        for a in host.config.storageDevice.hostBusAdapter
+        if isinstance(a, vim.host.FibreChannelHba) and a.status == "online"
+    ]
+
+
+def host_wwpns(host: vim.HostSystem) -> list[str]:
+    """Return the host's FC port WWNs as 16 lower-case hex digits."""
+    return [f"{a.portWorldWideName & 0xFFFFFFFFFFFFFFFF:016x}" for a in fc_adapters(host)]
+
+
+def host_vmk_ips(host: vim.HostSystem) -> list[str]:
+    """Return the host's VMkernel IPv4 addresses."""
+    return [
+        n.spec.ip.ipAddress
+        for n in (host.config.network.vnic or [])
+        if n.spec.ip and n.spec.ip.ipAddress
+    ]
+
+
+def ensure_static_targets(
+    host: vim.HostSystem, portals: Iterable[IscsiPortal]
+) -> list[IscsiPortal]:
+    """Make every portal a static target of the software adapter; return those added."""
+    adapter = sw_iscsi_adapter(host)
+    if adapter is None:
+        raise VSphereError(f"host {host.name} has no software iSCSI adapter")
+    have = {
+        (t.address, t.port or 3260, t.iScsiName.lower())
+        for t in adapter.configuredStaticTarget or []
+    }
+    missing = [p for p in portals if (p.address, p.port, p.iqn.lower()) not in have]
+    if missing:
+        host.configManager.storageSystem.AddInternetScsiStaticTargets(
+            iScsiHbaDevice=adapter.device,
+            targets=[
+                vim.host.InternetScsiHba.StaticTarget(
+                    address=p.address, port=p.port, iScsiName=p.iqn
+                )
+                for p in missing
+            ],
+        )
+    return missing
+
+
+def adapters_for(host: vim.HostSystem, protocol: str) -> list[str]:
+    """Return the devices (vmhbaN) of ``host`` that carry ``protocol`` (iscsi or fc)."""
+    if protocol == "iscsi":
+        adapter = sw_iscsi_adapter(host)
+        return [adapter.device] if adapter else []
+    return [a.device for a in fc_adapters(host)]
+
+
+def rescan(host: vim.HostSystem, devices: Iterable[str]) -> None:
+    """Rescan exactly these adapters of ``host``."""
+    storage = host.configManager.storageSystem
+    for device in devices:
+        storage.RescanHba(hbaDevice=device)
+
+
+def scsi_lun(host: vim.HostSystem, naa: str) -> Any | None:
+    """Return the host's ScsiLun whose canonical name is ``naa``, or None."""
+    return next(
+        (lun for lun in host.config.storageDevice.scsiLun or [] if lun.canonicalName == naa), None
+    )
+
+
+def unresolved_volume(host: vim.HostSystem, naa: str) -> Any | None:
+    """Return the unresolved (snapshot) VMFS volume whose head extent is ``naa``, or None."""
+    for vol in host.configManager.storageSystem.QueryUnresolvedVmfsVolume() or []:
+        if any(e.device.diskName == naa for e in vol.extent):
+            return vol
+    return None
+
+
+def vmfs_on(host: vim.HostSystem, naa: str) -> vim.Datastore | None:
+    """Return the VMFS datastore mounted on ``host`` whose head extent is ``naa``."""
+    for ds in host.datastore:
+        info = ds.info
+        if isinstance(info, vim.host.VmfsDatastoreInfo) and info.vmfs.extent[0].diskName == naa:
+            return ds
+    return None
+
+
+def resignature(host: vim.HostSystem, naa: str, name: str, timeout_s: float) -> vim.Datastore:
+    """Resignature the copy on ``naa`` and name the new datastore ``name``.
+
+    Idempotent: a datastore already mounted from ``naa`` is renamed and returned.
+    """
+    ds = vmfs_on(host, naa)
+    if ds is None:
+        vol = unresolved_volume(host, naa)
+        if vol is None:
+            raise VSphereError(
+                f"no unresolved VMFS copy on {naa} is visible to {host.name}: "
+                "was the copy presented to this host and the adapter rescanned?"
+            )
+        if not vol.resolveStatus.resolvable:
+            raise VSphereError(f"the VMFS copy on {naa} is not resolvable on {host.name}")
+        head = next(e for e in vol.extent if e.isHeadExtent)
+        spec = vim.host.UnresolvedVmfsResignatureSpec(extentDevicePath=[head.devicePath])
+        task = host.configManager.datastoreSystem.ResignatureUnresolvedVmfsVolume_Task(spec)
+        ds = wait(task, timeout_s).result
+    if ds.name != name:
+        ds.RenameDatastore(newName=name)
+    return ds
+
+
+def mount_nfs(host: vim.HostSystem, server: str, path: str, name: str) -> vim.Datastore:
+    """Mount ``server:path`` on ``host`` as datastore ``name``; idempotent."""
+    for ds in host.datastore:
+        info = ds.info
+        if (
+            isinstance(info, vim.host.NasDatastoreInfo)
+            and info.nas.remoteHost == server
+            and info.nas.remotePath.rstrip("/") == path.rstrip("/")
+        ):
+            return ds
+    spec = vim.host.NasVolume.Specification(
+        remoteHost=server, remotePath=path, localPath=name, accessMode="readWrite", type="NFS"
+    )
+    return host.configManager.datastoreSystem.CreateNasDatastore(spec)
+
+
+# ---- virtual machines ----------------------------------------------------------------------
+
+
+def vmx_path_of(vm: vim.VirtualMachine) -> str:
+    """Return ``[datastore] folder/name.vmx`` of ``vm``."""
+    return vm.config.files.vmPathName
+
+
+_DS_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*/?(?P<path>.*)$")
+
+
+def split_ds_path(path: str) -> tuple[str, str]:
+    """Split ``[ds] dir/file`` (or the ``[ds]/dir`` form some servers use) into (ds, path)."""
+    m = _DS_PATH.match(path)
+    if m is None:
+        raise VSphereError(f"not a datastore path: {path!r}")
+    return m["ds"], m["path"].strip()
+
+
+def register_vm(
+    host: vim.HostSystem, datastore: str, vmx: str, name: str, timeout_s: float
+) -> vim.VirtualMachine:
+    """Register ``[datastore] vmx`` on ``host`` as ``name``; idempotent on the name."""
+    dc = datacenter_of(host)
+    existing = next(
+        (
+            vm
+            for vm in dc.vmFolder.childEntity
+            if isinstance(vm, vim.VirtualMachine) and vm.name == name
+        ),
+        None,
+    )
+    if existing is not None and vmx_path_of(existing) == f"[{datastore}] {vmx}":
+        return existing
+    pool = host.parent.resourcePool
+    task = dc.vmFolder.RegisterVM_Task(
+        path=f"[{datastore}] {vmx}", name=name, asTemplate=False, pool=pool, host=host
+    )
+    return wait(task, timeout_s)
+
+
+def disconnect_nics(vm: vim.VirtualMachine, timeout_s: float) -> int:
+    """Make every NIC of ``vm`` start (and stay) disconnected; return how many changed."""
+    changes = []
+    for dev in vm.config.hardware.device:
+        if isinstance(dev, vim.vm.device.VirtualEthernetCard) and (
+            dev.connectable.startConnected or dev.connectable.connected
+        ):
+            dev.connectable.startConnected = False
+            dev.connectable.connected = False
+            changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=dev))
+    if changes:
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)), timeout_s)
+    return len(changes)
+
+
+UUID_QUESTION = "msg.uuid.altered"
+ANSWERS = {"copied": "button.uuid.copiedTheVM", "moved": "button.uuid.movedTheVM"}
+
+
+def answer_uuid_question(vm: vim.VirtualMachine, answer: str) -> bool:
+    """Answer a pending moved-or-copied question by its choice key; True if there was one.
+
+    Any other pending question is an error: the restore cannot know the right answer.
+    """
+    q = vm.runtime.question
+    if q is None:
+        return False
+    ids = [m.id for m in q.message or []]
+    if UUID_QUESTION not in ids and not (q.text or "").startswith(UUID_QUESTION):
+        raise VSphereError(f"{vm.name} asks an unexpected question: {ids or q.text}")
+    label = ANSWERS[answer]
+    key = next((c.key for c in q.choice.choiceInfo if c.label == label), None)
+    if key is None:
+        raise VSphereError(f"{vm.name}: the question has no choice {label}")
+    vm.AnswerVM(questionId=q.id, answerChoice=key)
+    return True
+
+
+def power_on(vm: vim.VirtualMachine, answer: str, timeout_s: float) -> bool:
+    """Power ``vm`` on, answering the moved-or-copied question; return True if asked.
+
+    Already on is fine.
+    """
+    if vm.runtime.powerState == vim.VirtualMachinePowerState.poweredOn:
+        return False
+    task = vm.PowerOnVM_Task()
+    asked = False
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = task.info.state
+        if state in (vim.TaskInfo.State.success, vim.TaskInfo.State.error):
+            break
+        if answer_uuid_question(vm, answer):
+            asked = True
+        if time.monotonic() > deadline:
+            raise VSphereError(f"power-on of {vm.name} did not finish in {timeout_s:.0f}s")
+        time.sleep(0.05)
+    wait(task, timeout_s)
+    return asked
+
+
+def wait_for_tools(vm: vim.VirtualMachine, timeout_s: float, want_ip: bool) -> dict[str, Any]:
+    """Wait for VMware Tools and a green heartbeat (and an IP if ``want_ip``).
+
+    Returns what was seen: tools, heartbeat, ip, seconds. Raises VSphereError on timeout.
+    """
+    start = time.monotonic()
+    seen: dict[str, Any] = {}
+    while True:
+        guest = vm.guest
+        seen = {
+            "tools": guest.toolsRunningStatus,
+            "heartbeat": str(vm.summary.quickStats.guestHeartbeatStatus),
+            "ip": guest.ipAddress or None,
+        }
+        ok = seen["tools"] == "guestToolsRunning" and seen["heartbeat"] == "green"
+        if ok and (seen["ip"] or not want_ip):
+            seen["seconds"] = round(time.monotonic() - start, 2)
+            return seen
+        if time.monotonic() - start > timeout_s:
+            raise VSphereError(
+                f"{vm.name}: no VMware Tools heartbeat{' and IP' if want_ip else ''} within "
+                f"{timeout_s:.0f}s (tools {seen['tools']}, heartbeat {seen['heartbeat']})"
+            )
+        time.sleep(0.2)
+
+
+def power_off(vm: vim.VirtualMachine, timeout_s: float) -> bool:
+    """Power ``vm`` off; return False if it was already off."""
+    if vm.runtime.powerState == vim.VirtualMachinePowerState.poweredOff:
+        return False
+    try:
+        wait(vm.PowerOffVM_Task(), timeout_s)
+    except vim.fault.InvalidPowerState:
+        return False
+    return True
+
+
+def unregister(vm: vim.VirtualMachine) -> bool:
+    """Unregister ``vm`` (files stay); return False if it was already gone."""
+    try:
+        vm.UnregisterVM()
+    except vmodl.fault.ManagedObjectNotFound:
+        return False
+    return True
+
+
+def relocate(vm: vim.VirtualMachine, datastore: vim.Datastore, timeout_s: float) -> None:
+    """Move ``vm``'s files to ``datastore`` (Storage vMotion when it runs)."""
+    wait(vm.RelocateVM_Task(vim.vm.RelocateSpec(datastore=datastore)), timeout_s)
+
+
+def copy_files(
+    si: vim.ServiceInstance,
+    source: vim.Datastore,
+    folder: str,
+    patterns: list[str],
+    target: vim.Datastore,
+    target_folder: str,
+    timeout_s: float,
+) -> list[str]:
+    """Copy the files of ``[source] folder`` matching ``patterns`` to ``[target] target_folder``.
+
+    Returns the copied file names; the target folder is created, an existing file is not
+    overwritten (FileAlreadyExists).
+    """
+    spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=list(patterns))
+    result = wait(source.browser.SearchDatastore_Task(f"[{source.name}] {folder}", spec), timeout_s)
+    files = sorted(
+        f.path for f in result.file or [] if any(fnmatch.fnmatch(f.path, p) for p in patterns)
+    )
+    if not files:
+        raise VSphereError(f"no file in [{source.name}] {folder} matches {patterns}")
+    dc = datacenter_of(source)
+    fm = si.content.fileManager
+    with contextlib.suppress(vim.fault.FileAlreadyExists):
+        fm.MakeDirectory(
+            name=f"[{target.name}] {target_folder}", datacenter=dc, createParentDirectories=True
+        )
+    for name in files:
+        wait(
+            fm.CopyDatastoreFile_Task(
+                sourceName=f"[{source.name}] {folder}/{name}",
+                sourceDatacenter=dc,
+                destinationName=f"[{target.name}] {target_folder}/{name}",
+                destinationDatacenter=dc,
+                force=False,
+            ),
+            timeout_s,
+        )
+    return files
+
+
+# ---- teardown of storage -------------------------------------------------------------------
+
+
+def unmount_vmfs(host: vim.HostSystem, vmfs_uuid: str) -> bool:
+    """Unmount the VMFS volume ``vmfs_uuid`` from ``host``; False if it was not mounted."""
+    try:
+        host.configManager.storageSystem.UnmountVmfsVolume(vmfsUuid=vmfs_uuid)
+    except (vim.fault.NotFound, vim.fault.InvalidState):
+        return False
+    return True
+
+
+def detach_lun(host: vim.HostSystem, naa: str) -> bool:
+    """Detach the device ``naa`` from ``host``; False if it is gone or already detached."""
+    lun = scsi_lun(host, naa)
+    if lun is None or "off" in (lun.operationalState or []):
+        return False
+    try:
+        host.configManager.storageSystem.DetachScsiLun(lunUuid=lun.uuid)
+    except (vim.fault.NotFound, vim.fault.InvalidState):
+        return False
+    return True
+
+
+def remove_nas(host: vim.HostSystem, datastore: vim.Datastore) -> bool:
+    """Unmount the NFS datastore from ``host``; False if it was not mounted there."""
+    try:
+        host.configManager.datastoreSystem.RemoveDatastore(datastore=datastore)
+    except (vim.fault.NotFound, vmodl.fault.ManagedObjectNotFound):
+        return False
+    return True
+
+
+def copy_datastores(
+    host: vim.HostSystem, naa: str | None, nfs: tuple[str, str] | None
+) -> list[vim.Datastore]:
+    """Return the datastores on ``host`` mounted from the copy (device ``naa`` or ``nfs``)."""
+    found = []
+    for ds in host.datastore:
+        info = ds.info
+        if naa and isinstance(info, vim.host.VmfsDatastoreInfo):
+            if info.vmfs.extent[0].diskName == naa:
+                found.append(ds)
+            continue
+        if nfs and isinstance(info, vim.host.NasDatastoreInfo):
+            export = (info.nas.remoteHost, info.nas.remotePath.rstrip("/"))
+            if export == (nfs[0], nfs[1].rstrip("/")):
+                found.append(ds)
+    return found

@@ -1,0 +1,53 @@
+"""What users see: the run's artifacts, and the blocks the lab saves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.settings import PREFECT_API_URL
+
+from blocks.registry import saved_array_names
+from blocks.vcenter import VCenterCredentials
+from flows.restore import restore_from_snapshot
+
+
+def test_the_run_publishes_its_vms_and_side_effects(lab, lab_blocks):
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
+    result = restore_from_snapshot(vms=ds["vms"][2:], snapshot="latest")
+    with get_client(sync_client=True) as client:
+        arts = {
+            key: client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
+            )
+            for key in ("restore-vms", "restore-side-effects", "restore-report", "restore-plan")
+        }
+    assert all(arts.values()), arts
+    vms = arts["restore-vms"][0].data
+    assert "print-01" in str(vms) and "verified" in str(vms)
+    effects = str(arts["restore-side-effects"][0].data)
+    for what in ("copy on ontap1", "presented over nfs", "datastore mounted", "VM registered"):
+        assert what in effects
+    assert "NO" not in effects
+    assert result["restore_id"] in arts["restore-report"][0].data
+    assert "Nothing was left behind." in arts["restore-report"][0].data
+
+
+def test_lab_blocks_command_saves_every_block(lab, prefect_api, tmp_path):
+    env = {**__import__("os").environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    r = subprocess.run(
+        [sys.executable, "-m", "lab", "blocks", "--dir", lab["dir"]],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "saved block vcenter-credentials/default" in r.stdout
+    assert set(saved_array_names()) >= {"primera1", "ontap1"}
+    vc = VCenterCredentials.load("default")
+    assert vc.connect().content.about.apiType == "VirtualCenter"

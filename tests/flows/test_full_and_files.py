@@ -1,0 +1,104 @@
+"""Full restore and VM files restore through the flow, on a block and an NFS datastore."""
+
+from __future__ import annotations
+
+import pytest
+from pyVmomi import vim
+
+from flows.restore import restore_from_snapshot
+from lab.seed import disk_marker
+from tasks import vsphere as vs
+from tests.flows.conftest import discard_vm
+from tests.support.vcenter import find
+from tests.support.vsphere_steps import read_datastore_file
+
+
+@pytest.mark.parametrize("ds_name", ["ds-iscsi-02", "ds-nfs-01"])
+def test_full_restore_copies_the_vm_back_to_production(lab, lab_blocks, si, http, world, ds_name):
+    ds = next(d for d in lab["datastores"] if d["name"] == ds_name)
+    vm = ds["vms"][1]
+    before = world.snapshot()
+    result = restore_from_snapshot(
+        vms=[vm], snapshot=ds["snapshots"][0], operation="full_restore", name_suffix="-full"
+    )
+    try:
+        o = result["vms"][0]
+        assert o["state"] == "restored, running" and o["restored_as"] == f"{vm}-full"
+        restored = find(si, vim.VirtualMachine, f"{vm}-full")
+        assert restored.config.files.vmPathName == f"[{ds_name}] {vm}-full/{vm}.vmx"
+        assert restored.runtime.powerState == "poweredOn"
+        text = read_datastore_file(lab, http, ds_name, f"{vm}-full/{vm}-flat.vmdk")
+        assert text == disk_marker(vm, 1)
+        # the original is untouched
+        original = find(si, vim.VirtualMachine, vm)
+        assert original.runtime.powerState == "poweredOn"
+        assert read_datastore_file(lab, http, ds_name, f"{vm}/{vm}-flat.vmdk") == disk_marker(vm, 3)
+        after = world.snapshot()
+        assert after["arrays"] == before["arrays"] and after["datastores"] == before["datastores"]
+        assert world.bad_events_since(before["events"]) == []
+    finally:
+        discard_vm(si, f"{vm}-full")
+
+
+def test_full_restore_can_replace_the_original_without_deleting_it(lab, lab_blocks, si, http):
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    vm = ds["vms"][2]
+    original = find(si, vim.VirtualMachine, vm)
+    uuid = original.config.uuid
+    result = restore_from_snapshot(
+        vms=[vm],
+        snapshot=ds["snapshots"][1],
+        operation="full_restore",
+        replace_original=True,
+        name_suffix="-new",
+    )
+    try:
+        assert result["vms"][0]["restored_as"] == vm
+        now = find(si, vim.VirtualMachine, vm)
+        assert now.config.files.vmPathName == f"[ds-fc-01] {vm}-new/{vm}.vmx"
+        assert now.config.uuid == uuid  # answered "moved": it takes the original's place
+        assert read_datastore_file(
+            lab, http, "ds-fc-01", f"{vm}-new/{vm}-flat.vmdk"
+        ) == disk_marker(vm, 2)
+        # the original was powered off, renamed and unregistered, and its files are still there
+        assert find(si, vim.VirtualMachine, f"{vm}-replaced-new") is None
+        assert read_datastore_file(lab, http, "ds-fc-01", f"{vm}/{vm}-flat.vmdk") == disk_marker(
+            vm, 3
+        )
+    finally:
+        discard_vm(si, vm)
+        # put the lab's original back
+        host = vs.get_host(si, "esx-02")
+        back = vs.register_vm(host, "ds-fc-01", f"{vm}/{vm}.vmx", vm, 60)
+        assert not vs.power_on(back, "moved", 60)  # its location did not change: no question
+
+
+@pytest.mark.parametrize("ds_name", ["ds-iscsi-01", "ds-nfs-01"])
+def test_vm_files_restore_copies_chosen_files(lab, lab_blocks, si, http, world, ds_name):
+    ds = next(d for d in lab["datastores"] if d["name"] == ds_name)
+    vm = ds["vms"][0]
+    before = world.snapshot()
+    result = restore_from_snapshot(
+        vms=[vm],
+        snapshot=ds["snapshots"][0],
+        operation="vm_files",
+        files=["*.vmdk", "*.vmx"],
+        target_folder=f"{vm}-files-test",
+    )
+    try:
+        o = result["vms"][0]
+        assert o["state"] == "files copied"
+        assert o["files"] == sorted([f"{vm}-flat.vmdk", f"{vm}.vmdk", f"{vm}.vmx"])
+        text = read_datastore_file(lab, http, ds_name, f"{vm}-files-test/{vm}-flat.vmdk")
+        assert text == disk_marker(vm, 1)
+        after = world.snapshot()
+        assert after["arrays"] == before["arrays"] and after["vms"] == before["vms"]
+        assert after["datastores"] == before["datastores"]
+    finally:
+        dsobj = find(si, vim.Datastore, ds_name)
+        vs.wait(
+            si.content.fileManager.DeleteDatastoreFile_Task(
+                f"[{ds_name}] {vm}-files-test", vs.datacenter_of(dsobj)
+            ),
+            60,
+        )

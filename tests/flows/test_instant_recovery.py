@@ -1,0 +1,158 @@
+"""Instant recovery through the restore flow, over iSCSI, FC and NFS, on both arrays."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+
+from flows.restore import restore_from_snapshot
+from lab.seed import disk_marker
+from tests.flows.conftest import discard_vm
+from tests.support.vsphere_steps import read_datastore_file
+
+COPY_CALL = {"primera1": "POST /api/v1/volumes/{}", "ontap1": "POST /api/storage/volumes"}
+
+CASES = [
+    pytest.param("ds-iscsi-01", "iscsi", id="hpe-iscsi"),
+    pytest.param("ds-fc-01", "fc", id="hpe-fc"),
+    pytest.param("ds-nfs-01", "nfs", id="ontap-nfs"),
+    pytest.param("ds-iscsi-02", "iscsi", id="ontap-iscsi"),
+]
+
+
+@pytest.mark.parametrize(("ds_name", "protocol"), CASES)
+def test_instant_recovery_of_three_vms_shares_one_copy(
+    lab, lab_blocks, si, http, vclab, world, ds_name, protocol
+):
+    ds = next(d for d in lab["datastores"] if d["name"] == ds_name)
+    before = world.snapshot()
+    copies_before = world.array_calls(ds["array"]).get(COPY_CALL[ds["array"]], 0)
+    since = vclab.get("/calls/log?since=0")["last_seq"]
+
+    result = restore_from_snapshot(
+        vms=ds["vms"], snapshot=ds["snapshots"][0], finish="migrate", name_suffix=f"-ir-{protocol}"
+    )
+
+    try:
+        outcomes = result["vms"]
+        assert [o["state"] for o in outcomes] == ["migrated"] * 3
+        assert {o["host"] for o in outcomes} == {outcomes[0]["host"]}
+        host = outcomes[0]["host"]
+        # exactly one copy for the three VMs
+        assert world.array_calls(ds["array"])[COPY_CALL[ds["array"]]] == copies_before + 1
+        # the VMs ran from the copy with the snapshot's content (now moved to production)
+        for o in outcomes:
+            assert o["datastore"] == ds_name and o["tools"] == "guestToolsRunning"
+            text = read_datastore_file(
+                lab, http, ds_name, f"{o['restored_as']}/{o['vm']}-flat.vmdk"
+            )
+            assert text == disk_marker(o["vm"], 1)
+        # rescans: only the chosen host, only its adapters of this protocol, once to find the
+        # copy and once after unpresenting
+        log = vclab.get(f"/calls/log?since={since}")["calls"]
+        rescans = [c for c in log if c["method"].startswith("Rescan")]
+        assert {c["host"] for c in rescans} <= {host}
+        assert not [c for c in rescans if c["method"] == "RescanAllHba"]
+        per_adapter = {}
+        for c in rescans:
+            if c["method"] == "RescanHba":
+                per_adapter[c["arg"]] = per_adapter.get(c["arg"], 0) + 1
+        expected = {"iscsi": {"vmhba64": 2}, "fc": {"vmhba2": 2, "vmhba3": 2}, "nfs": {}}[protocol]
+        assert per_adapter == expected
+        # nothing of the copy is left; no APD on the way
+        after = world.snapshot()
+        assert after["arrays"] == before["arrays"]
+        assert after["datastores"] == before["datastores"]
+        assert after["devices"] == before["devices"]
+        assert world.bad_events_since(before["events"]) == []
+        assert result["left_behind"] == []
+        assert all(e["undone"] in ("yes", "kept") for e in result["side_effects"])
+    finally:
+        for o in result["vms"]:
+            discard_vm(si, o["restored_as"])
+
+
+def test_two_restores_of_the_same_vm_at_once_get_two_copies(lab, lab_blocks, world):
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    copies_before = world.array_calls("primera1").get(COPY_CALL["primera1"], 0)
+    before = world.snapshot()
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = restore_from_snapshot(vms=["web-02"], snapshot="latest", finish="stop")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    assert {results[1]["vms"][0]["state"], results[2]["vms"][0]["state"]} == {"verified"}
+    copies = {r["side_effects"][0]["object"] for r in results.values()}
+    assert len(copies) == 2
+    assert world.array_calls("primera1")[COPY_CALL["primera1"]] == copies_before + 2
+    assert results[1]["restore_id"] != results[2]["restore_id"]
+    after = world.snapshot()
+    assert after["arrays"] == before["arrays"] and after["vms"] == before["vms"]
+    assert world.bad_events_since(before["events"]) == []
+    assert ds["name"] in after["datastores"]
+
+
+def _paused_run_id(timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            if runs:
+                return str(runs[0].id)
+            time.sleep(0.2)
+    raise TimeoutError("the restore never paused")
+
+
+def test_wait_for_user_pauses_with_the_vms_running_from_the_copy(lab, lab_blocks, si, http, world):
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
+    before = world.snapshot()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = restore_from_snapshot(
+                vms=ds["vms"][:2], snapshot=ds["snapshots"][1], finish="wait_for_user"
+            )
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        run_id = _paused_run_id()
+        state = world.vclab.state()
+        running = [v for v in state["vms"] if v["name"].endswith(f"-sr-{run_id[:6]}")]
+        assert len(running) == 2 and all(v["power_state"] == "poweredOn" for v in running)
+        copy_ds = running[0]["path"].split("]")[0][1:]
+        assert copy_ds.startswith(f"sr-{run_id[:8]}-")
+        vm = ds["vms"][0]
+        assert read_datastore_file(lab, http, copy_ds, f"{vm}/{vm}-flat.vmdk") == disk_marker(vm, 2)
+        resume_flow_run(run_id, run_input={"action": "stop"})
+    finally:
+        t.join(timeout=120)
+    assert "error" not in box, box.get("error")
+    result = box["result"]
+    assert result["left_behind"] == []
+    after = world.snapshot()
+    assert after["arrays"] == before["arrays"]
+    assert after["datastores"] == before["datastores"] and after["vms"] == before["vms"]
