@@ -51,3 +51,18 @@ def test_lab_blocks_command_saves_every_block(lab, prefect_api, tmp_path):
     assert set(saved_array_names()) >= {"primera1", "ontap1"}
     vc = VCenterCredentials.load("default")
     assert vc.connect().content.about.apiType == "VirtualCenter"
+
+
+def test_block_types_register_with_one_command(prefect_api):
+    env = {**__import__("os").environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    r = subprocess.run(
+        [sys.executable, "-m", "blocks", "register"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    for slug in ("vcenter-credentials", "hpe-primera-array", "netapp-ontap-array"):
+        assert f"registered block type {slug}" in r.stdout
