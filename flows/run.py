@@ -211,7 +211,7 @@ class Restore:
                     at.create_snapshot_copy.submit(
                         gr.array, g.volume, g.snapshot, self.plan.restore_id
                     )
-                    for _ in g.vms
+                    for _ in g.vms or [None]  # a group with no VM (a catalog) still needs one
                 ]
         errors = []
         for gr in self.groups:

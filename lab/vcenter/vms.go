@@ -650,7 +650,9 @@ func (l *Lab) setGuest(v *vmState, vm *simulator.VirtualMachine, running bool) {
 			if b, ok := card.Backing.(*types.VirtualEthernetCardNetworkBackingInfo); ok {
 				info.Network = b.DeviceName
 			}
-			if running && connected && v.IP != "" && ip == "" {
+			// a static address is configured in the guest: tools report it even with the
+			// link down (an isolated NIC); a guest without one (DHCP) reports none
+			if running && v.IP != "" && ip == "" {
 				ip = v.IP
 				info.IpAddress = []string{ip}
 			}
