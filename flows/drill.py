@@ -1,0 +1,273 @@
+"""The ``restore-drill`` flow: prove that VMs restore from their latest snapshot.
+
+Each VM is instant-recovered in isolation (NICs disconnected) from a copy of its
+datastore's snapshot, powered on and required to show a VMware Tools heartbeat (and an IP,
+where the VM has one) within a deadline; then everything is torn down. One copy serves
+every VM of a snapshot, as in a restore.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import uuid
+from typing import Literal
+
+from prefect import flow, get_run_logger, tags, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
+from pyVmomi import vim
+
+from blocks.models import CopyTag
+from blocks.registry import load_arrays
+from blocks.settings import settings
+from blocks.vcenter import VCenterCredentials
+from flows.params import Finish, NetworkMode, Operation
+from flows.plan import GroupPlan, PlanError, RestorePlan, RestoreRequest, VmPlan
+from flows.restore import plan_restore
+from flows.run import Restore, RestoreError
+from tasks import vsphere as vs
+from tasks import vsphere_tasks as vt
+from tasks.retry import step_options
+from tasks.vsphere_tasks import DatastoreRef
+
+
+class DrillChecks(BaseModel):
+    """What a VM must show to pass."""
+
+    deadline_s: float
+    require_ip: Literal["auto", "always", "never"]
+    max_boot_s: float | None = None
+    ip_network: str | None = None
+
+
+class DrillResult(BaseModel):
+    """One VM's verification."""
+
+    vm: str
+    restored_as: str | None = None
+    snapshot: str = ""
+    host: str = ""
+    boot_s: float | None = None
+    heartbeat: str | None = None
+    ip: str | None = None
+    passed: bool = False
+    reason: str = ""
+
+
+@task(**step_options("select the VMs to drill", retries=1))
+def select_vms(
+    vcenter: VCenterCredentials, vms: list[str], datastores: list[str]
+) -> dict[str, bool]:
+    """Return the VMs to drill (named, plus every VM of the datastores) -> has an IP."""
+    si = vcenter.connect()
+    chosen: dict[str, bool] = {}
+    problems = []
+    for name in datastores:
+        ds = vs.find_by_name(si, vim.Datastore, name)
+        if ds is None:
+            problems.append(f"datastore '{name}' not found")
+            continue
+        for vm in sorted(ds.vm, key=lambda v: v.name):
+            if not vm.config.template:
+                chosen[vm.name] = bool(vm.guest.ipAddress)
+    for name in vms:
+        vm = vs.find_by_name(si, vim.VirtualMachine, name)
+        chosen[name] = bool(vm.guest.ipAddress) if vm is not None else False
+    if problems:
+        raise PlanError(problems)
+    if not chosen:
+        raise PlanError(["no VM to drill: give vms and/or datastores that hold VMs"])
+    return chosen
+
+
+@task(**step_options("verify {vm.name} in isolation as {vm.new_name}", retries=0))
+def verify_vm(
+    vcenter: VCenterCredentials,
+    vm: VmPlan,
+    group: GroupPlan,
+    datastore: DatastoreRef,
+    tag: CopyTag,
+    checks: DrillChecks,
+    expect_ip: bool,
+) -> DrillResult:
+    """Register, isolate, boot and check one VM from the copy."""
+    result = DrillResult(vm=vm.name, snapshot=group.snapshot.name, host=group.host)
+    ref = vt.register_vm(vcenter, group.host, datastore.name, vm.vmx, vm.new_name, tag)
+    result.restored_as = ref.name
+    vt.disconnect_nics(vcenter, ref)
+    start = time.monotonic()
+    vt.power_on_vm(vcenter, ref, "copied")
+    want_ip = checks.require_ip == "always" or (checks.require_ip == "auto" and expect_ip)
+    obj = vs.moref(vcenter.connect(), vim.VirtualMachine, ref.moref)
+    try:
+        seen = vs.wait_for_tools(obj, checks.deadline_s, want_ip)
+    except vs.VSphereError as exc:
+        result.heartbeat = str(obj.summary.quickStats.guestHeartbeatStatus)
+        result.reason = str(exc)
+        print(f"{vm.name}: FAILED: {exc}")
+        return result
+    result.boot_s = round(time.monotonic() - start, 2)
+    result.heartbeat, result.ip = seen["heartbeat"], seen["ip"]
+    reasons = []
+    if checks.max_boot_s is not None and result.boot_s > checks.max_boot_s:
+        reasons.append(f"booted in {result.boot_s}s, more than {checks.max_boot_s}s")
+    network = ipaddress.ip_network(checks.ip_network) if checks.ip_network else None
+    if network is not None and result.ip and ipaddress.ip_address(result.ip) not in network:
+        reasons.append(f"IP {result.ip} is not in {checks.ip_network}")
+    result.passed = not reasons
+    result.reason = "; ".join(reasons) or "heartbeat" + (" and IP" if want_ip else "")
+    print(f"{vm.name}: {'passed' if result.passed else 'FAILED'}: {result.reason}")
+    return result
+
+
+class DrillFailed(Exception):
+    """At least one VM failed its verification; the run's artifacts say which and why."""
+
+
+@flow(
+    name="restore-drill",
+    task_runner=ThreadPoolTaskRunner(max_workers=settings().max_parallel_vms),
+    log_prints=True,
+)
+def restore_drill(
+    vms: list[str] | None = None,
+    datastores: list[str] | None = None,
+    snapshot: str = "latest",
+    target_host: str | None = None,
+    deadline_s: float = 600,
+    require_ip: Literal["auto", "always", "never"] = "auto",
+    max_boot_s: float | None = None,
+    ip_network: str | None = None,
+    vcenter: str = "default",
+    arrays: list[str] | None = None,
+) -> list[dict]:
+    """Verify that VMs restore: boot each from its latest snapshot in isolation, then clean up.
+
+    Args:
+        vms: VMs to verify.
+        datastores: Verify every VM of these datastores as well.
+        snapshot: Which snapshot (default the latest; a name or `latest-before:<time>`).
+        target_host: ESXi host to run the drill on (default: each VM's own).
+        deadline_s: Seconds a VM has, from power-on, to show a tools heartbeat (and IP).
+        require_ip: auto (an IP when the production VM reports one), always or never.
+        max_boot_s: Optional check: fail a VM that takes longer than this to show its heartbeat.
+        ip_network: Optional check: the reported IP must belong to this network (CIDR).
+        vcenter: Name of the vCenter Credentials block.
+        arrays: Names of the array blocks to use (default: every saved array block).
+    """
+    log = get_run_logger()
+    restore_id = str(flow_run.get_id() or uuid.uuid4())
+    vc = VCenterCredentials.load(vcenter)
+    array_blocks = load_arrays(arrays)
+    checks = DrillChecks(
+        deadline_s=deadline_s, require_ip=require_ip, max_boot_s=max_boot_s, ip_network=ip_network
+    )
+    expect = select_vms(vc, vms or [], datastores or [])
+    request = RestoreRequest(
+        vms=list(expect),
+        snapshot=snapshot,
+        operation=Operation.instant_recovery,
+        target_host=target_host,
+        network=NetworkMode.disconnected,
+        finish=Finish.stop,
+        name_suffix=f"-drill-{restore_id[:6]}",
+    )
+    plan: RestorePlan = plan_restore(vc, array_blocks, request, restore_id)
+    run = Restore(plan, vc, {a.name: a for a in array_blocks}, time.time())
+    results: list[DrillResult] = []
+    leftovers: list[str] = []
+    try:
+        run.attach()
+        futures = []
+        for gr in run.groups:
+            assert gr.datastore is not None
+            for vm in gr.plan.vms:
+                with tags(f"esxi-{gr.plan.host}"):
+                    futures.append(
+                        (
+                            vm,
+                            gr,
+                            verify_vm.submit(
+                                vc, vm, gr.plan, gr.datastore, run.tag, checks, expect[vm.name]
+                            ),
+                        )
+                    )
+                run.vm_futures.append(futures[-1][2])
+        for vm, gr, f in futures:
+            try:
+                r = f.result()
+            except Exception as exc:
+                r = DrillResult(
+                    vm=vm.name,
+                    snapshot=gr.plan.snapshot.name,
+                    host=gr.plan.host,
+                    reason=f"error: {exc}",
+                )
+            results.append(r)
+            if r.restored_as:
+                run.effects.add("VM registered", r.restored_as)
+    finally:
+        leftovers = run.teardown()
+        _publish(restore_id, results, run, leftovers)
+    failed = [r for r in results if not r.passed]
+    if leftovers:
+        raise RestoreError("cleanup could not finish; still there: " + "; ".join(leftovers))
+    if failed:
+        raise DrillFailed(
+            f"{len(failed)} of {len(results)} VMs failed verification: "
+            + "; ".join(f"{r.vm}: {r.reason}" for r in failed)
+        )
+    log.info("all %d VMs passed", len(results))
+    return [r.model_dump() for r in results]
+
+
+def _publish(
+    restore_id: str, results: list[DrillResult], run: Restore, leftovers: list[str]
+) -> None:
+    create_table_artifact(
+        key="drill-results",
+        table=[
+            {
+                "VM": r.vm,
+                "snapshot": r.snapshot,
+                "host": r.host,
+                "boot time (s)": "" if r.boot_s is None else r.boot_s,
+                "heartbeat": r.heartbeat or "",
+                "IP": r.ip or "",
+                "result": ("passed" if r.passed else "FAILED") + f": {r.reason}",
+            }
+            for r in results
+        ],
+        description="Restore drill: each VM booted in isolation from its snapshot",
+    )
+    passed = sum(r.passed for r in results)
+    lines = [
+        f"## Restore drill `{restore_id}`: {passed} of {len(results)} VMs passed",
+        "",
+        *(
+            f"- {'✅' if r.passed else '❌'} **{r.vm}** from `{r.snapshot}` on {r.host}: {r.reason}"
+            for r in results
+        ),
+        "",
+        f"**Left behind:** {', '.join(leftovers)}" if leftovers else "Nothing was left behind.",
+    ]
+    create_markdown_artifact(key="drill-summary", markdown="\n".join(lines))
+    for r in results:
+        emit_event(
+            event=f"snaprestore.drill.vm.{'passed' if r.passed else 'failed'}",
+            resource={
+                "prefect.resource.id": f"snaprestore.vm.{r.vm}",
+                "prefect.resource.name": r.vm,
+            },
+            related=[
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{restore_id}",
+                    "prefect.resource.role": "flow-run",
+                }
+            ],
+            payload=r.model_dump(),
+        )
