@@ -133,3 +133,11 @@ def lab_blocks(lab, prefect_api) -> list[str]:
     from lab.blockstore import save_blocks
 
     return save_blocks(lab)
+
+
+@pytest.fixture
+def world(lab, http, vclab):
+    """The lab's world, for before/after comparisons."""
+    from tests.support.world import World
+
+    return World(lab, http, vclab)

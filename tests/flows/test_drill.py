@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -63,14 +65,15 @@ def test_a_vm_whose_tools_never_start_fails_the_drill_with_a_clear_artifact(
     assert "FAILED" in table and "passed" in table
     summary = _artifact("drill-summary", run_id)
     assert "1 of 2 VMs passed" in summary and "Nothing was left behind." in summary
-    events = {
-        e["resource"]["prefect.resource.name"]: e["event"]
-        for e in _events(http, PREFECT_API_URL.value(), run_id)
-    }
-    assert events == {
-        "log-01": "snaprestore.drill.vm.passed",
-        "mon-01": "snaprestore.drill.vm.failed",
-    }
+    expected = {"log-01": "snaprestore.drill.vm.passed", "mon-01": "snaprestore.drill.vm.failed"}
+    deadline = time.monotonic() + 15  # events reach the API asynchronously
+    while True:
+        found = _events(http, PREFECT_API_URL.value(), run_id)
+        events = {e["resource"]["prefect.resource.name"]: e["event"] for e in found}
+        if events == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert events == expected
     after = world.snapshot()
     for key in ("arrays", "datastores", "vms", "devices"):
         assert after[key] == before[key], key

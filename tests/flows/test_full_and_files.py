@@ -8,9 +8,9 @@ from pyVmomi import vim
 from flows.restore import restore_from_snapshot
 from lab.seed import disk_marker
 from tasks import vsphere as vs
-from tests.flows.conftest import discard_vm
 from tests.support.vcenter import find
 from tests.support.vsphere_steps import read_datastore_file
+from tests.support.world import discard_vm
 
 
 @pytest.mark.parametrize("ds_name", ["ds-iscsi-02", "ds-nfs-01"])

@@ -13,8 +13,8 @@ from prefect.flow_runs import resume_flow_run
 
 from flows.restore import restore_from_snapshot
 from lab.seed import disk_marker
-from tests.flows.conftest import discard_vm
 from tests.support.vsphere_steps import read_datastore_file
+from tests.support.world import discard_vm
 
 COPY_CALL = {"primera1": "POST /api/v1/volumes/{}", "ontap1": "POST /api/storage/volumes"}
 
