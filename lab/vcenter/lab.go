@@ -131,10 +131,21 @@ func (l *Lab) describeCall(m *simulator.Method) (host, arg string) {
 	return host, arg
 }
 
-// taskEntity returns the managed entity a task about object ref should report.
+// taskEntity returns the managed entity a task about object ref should report: the
+// object itself when it is an entity, else its host, its datastore or the datacenter
+// (clients cannot read a task whose entity is not a ManagedEntity).
 func (l *Lab) taskEntity(ref types.ManagedObjectReference) types.ManagedObjectReference {
+	switch ref.Type {
+	case "VirtualMachine", "HostSystem", "Datastore", "Folder", "Datacenter", "ClusterComputeResource",
+		"ComputeResource", "ResourcePool", "VirtualApp", "Network", "DistributedVirtualSwitch",
+		"VmwareDistributedVirtualSwitch", "DistributedVirtualPortgroup", "StoragePod":
+		return ref
+	}
 	if h := l.hostBySystem[ref.Value]; h != nil {
 		return h.Ref
 	}
-	return ref
+	if b, ok := simulator.Map.Get(ref).(*simulator.HostDatastoreBrowser); ok && len(b.Datastore) > 0 {
+		return b.Datastore[0]
+	}
+	return l.dcRef
 }

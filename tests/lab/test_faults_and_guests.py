@@ -9,7 +9,7 @@ from pyVmomi import vim, vmodl
 
 from tests.support.fixtures import mounted_copy, register
 from tests.support.storage_ops import ops_for
-from tests.support.vcenter import host
+from tests.support.vcenter import find, host
 from tests.support.vsphere_steps import (
     answer,
     power_on,
@@ -166,3 +166,16 @@ def test_tools_heartbeat_ip_and_a_guest_whose_tools_never_start(lab, si, vclab):
             vm.ShutdownGuest()
         wait(vm.PowerOffVM_Task())
         vm.UnregisterVM()
+
+
+def test_task_fault_on_a_non_entity_reports_an_entity_clients_can_read(lab, si, vclab):
+    ds = find(si, vim.Datastore, "ds-nfs-01")
+    vclab.post(
+        "/faults",
+        {"operation": "SearchDatastoreSubFolders_Task", "error": "FileNotFound", "times": 1},
+    ).raise_for_status()
+    spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=["*.vmx"])
+    task = ds.browser.SearchDatastoreSubFolders_Task("[ds-nfs-01]", spec)
+    with pytest.raises(vim.fault.FileNotFound):
+        wait(task)
+    assert task.info.entity == ds  # the browser's datastore, not the browser
