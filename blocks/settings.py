@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     tools_timeout_s: float = Field(default=600, gt=0, description="wait for VMware Tools")
     task_timeout_s: float = Field(default=1800, gt=0, description="wait for a vSphere task")
     pause_timeout_s: int = Field(default=4 * 3600, gt=0, description="wait for a user decision")
+    # deployments (python -m deployments serve|deploy)
+    timezone: str = Field(default="UTC", description="time zone of the schedules")
+    drill_cron: str = Field(default="0 2 * * *", description="when the nightly drill runs")
+    drill_datastores: list[str] = Field(default_factory=list, description="drilled datastores")
+    drill_vms: list[str] = Field(default_factory=list, description="drilled VMs")
+    janitor_cron: str = Field(default="15 * * * *", description="when the janitor runs")
+    array_concurrency: int = Field(default=4, ge=1, description="array steps at once, per array")
+    host_concurrency: int = Field(default=4, ge=1, description="vSphere steps at once, per host")
 
 
 @lru_cache(maxsize=1)

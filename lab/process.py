@@ -22,7 +22,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def spawn(argv: list[str], log_path: Path, cwd: Path | None = None) -> int:
+def spawn(
+    argv: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> int:
     """Start ``argv`` in its own session with output to ``log_path``; return its pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -33,7 +35,7 @@ def spawn(argv: list[str], log_path: Path, cwd: Path | None = None) -> int:
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
         )
     return proc.pid
 
