@@ -71,7 +71,7 @@ def _datastore_ref(ds: vim.Datastore) -> DatastoreRef:
     return DatastoreRef(name=ds.name, moref=ds._moId, kind="nfs")
 
 
-@task(**step_options("make {portals} static targets of {host}"))
+@task(**step_options("make the array's iSCSI portals static targets of {host}"))
 def ensure_static_targets(
     vcenter: VCenterCredentials, host: str, portals: list[IscsiPortal]
 ) -> int:
