@@ -35,6 +35,10 @@ def _client_env(api_url: str) -> dict[str, str]:
         "PREFECT_API_URL": api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        # the lab's nightly drill: its schedule is active with this selection
+        "SNAPRESTORE_DRILL_DATASTORES": os.environ.get(
+            "SNAPRESTORE_DRILL_DATASTORES", '["ds-fc-01", "ds-nfs-01"]'
+        ),
     }
 
 

@@ -21,7 +21,7 @@ from pyVmomi import vim
 
 from blocks.arrays import StorageArray
 from blocks.errors import ArrayError
-from blocks.models import ArraySnapshot, ArrayVolume, NfsBacking, VmfsBacking
+from blocks.models import ArraySnapshot, ArrayVolume
 from blocks.registry import load_arrays
 from blocks.vcenter import VCenterCredentials
 from flows.params import ProtocolChoice
@@ -31,8 +31,8 @@ from flows.plan import (
     Planner,
     RestorePlan,
     RestoreRequest,
-    _identity,
-    _mount_name,
+    host_identity,
+    mount_name,
     select_snapshot,
 )
 from flows.run import Restore
@@ -71,22 +71,6 @@ class CatalogPlan(BaseModel):
     snapshots: list[ArraySnapshot]  # newest first
     snapshot: ArraySnapshot | None = None  # the one to look inside
     group: GroupPlan | None = None  # its copy: one host, one protocol, no VM to restore
-
-
-def _backing(planner: Planner, ds: vim.Datastore) -> VmfsBacking | NfsBacking | None:
-    info = ds.info
-    if isinstance(info, vim.host.VmfsDatastoreInfo):
-        if len(info.vmfs.extent) != 1:
-            planner.fail(
-                f"datastore {ds.name} spans {len(info.vmfs.extent)} extents: "
-                "multi-extent VMFS datastores cannot be copied from one LUN snapshot"
-            )
-            return None
-        return VmfsBacking(naa=info.vmfs.extent[0].diskName)
-    if isinstance(info, vim.host.NasDatastoreInfo):
-        return NfsBacking(server=info.nas.remoteHost, path=info.nas.remotePath)
-    planner.fail(f"datastore {ds.name} is {ds.summary.type}: only VMFS and NFS are supported")
-    return None
 
 
 def check_subject(datastore: str | None, vm: str | None) -> None:
@@ -159,10 +143,10 @@ def plan_catalog(
                 + ", ".join(n for n in vs.names(si, vim.Datastore) if not n.startswith("sr-"))
             ]
         )
-    backing = _backing(planner, ds)
+    backing = planner.backing(ds)
     if backing is None:
         raise CatalogRequestError(planner.problems)
-    volume, array = planner._find_volume(backing, ds.name)
+    volume, array = planner.find_volume(backing, ds.name)
     if volume is None or array is None:
         raise CatalogRequestError(planner.problems)
     try:
@@ -184,7 +168,7 @@ def plan_catalog(
     chosen = select_snapshot(snapshots, snapshot)
     if isinstance(chosen, str):
         planner.fail(f"{array.name} volume {volume.name} (datastore {ds.name}): {chosen}")
-    placed = planner._place(ds, backing, array, vm_obj)  # records its own problems
+    placed = planner.place(ds, backing, array, vm_obj)  # records its own problems
     if planner.problems or placed is None or isinstance(chosen, str):
         raise CatalogRequestError(planner.problems)
     host, proto = placed
@@ -197,9 +181,9 @@ def plan_catalog(
         snapshot=chosen,
         protocol=proto,  # type: ignore[arg-type]
         host=host.name,
-        host_identity=_identity(host),
+        host_identity=host_identity(host),
         production_datastore=ds.name,
-        mount_name=_mount_name(catalog_id, ds.name),
+        mount_name=mount_name(catalog_id, ds.name),
         portals=list(info.iscsi_portals) if info and proto == "iscsi" else [],
         vms=[],
     )

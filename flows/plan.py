@@ -185,7 +185,7 @@ def _usable(host: vim.HostSystem) -> bool:
     return rt.connectionState == "connected" and not rt.inMaintenanceMode
 
 
-def _identity(host: vim.HostSystem) -> HostIdentity:
+def host_identity(host: vim.HostSystem) -> HostIdentity:
     adapter = vs.sw_iscsi_adapter(host)
     return HostIdentity(
         name=host.name,
@@ -307,21 +307,10 @@ class Planner:
         if ds is None:
             self.fail(f"datastore '{v.datastore}' (of VM {v.name}) is not in the inventory")
             return None
-        info = ds.info
-        if isinstance(info, vim.host.VmfsDatastoreInfo):
-            if len(info.vmfs.extent) != 1:
-                self.fail(
-                    f"datastore {ds.name} spans {len(info.vmfs.extent)} extents: "
-                    "multi-extent VMFS datastores cannot be restored from one LUN copy"
-                )
-                return None
-            backing: VmfsBacking | NfsBacking = VmfsBacking(naa=info.vmfs.extent[0].diskName)
-        elif isinstance(info, vim.host.NasDatastoreInfo):
-            backing = NfsBacking(server=info.nas.remoteHost, path=info.nas.remotePath)
-        else:
-            self.fail(f"datastore {ds.name} is {ds.summary.type}: only VMFS and NFS are supported")
+        backing = self.backing(ds)
+        if backing is None:
             return None
-        volume, array = self._find_volume(backing, ds.name)
+        volume, array = self.find_volume(backing, ds.name)
         if volume is None or array is None:
             return None
         try:
@@ -336,7 +325,7 @@ class Planner:
         key = f"{array.name}|{copy_key(volume, snap)}"
         if key in groups:
             return groups[key]
-        placed = self._place(ds, backing, array, vm)
+        placed = self.place(ds, backing, array, vm)
         if placed is None:
             return None
         host, protocol = placed
@@ -348,16 +337,32 @@ class Planner:
             snapshot=snap,
             protocol=protocol,  # type: ignore[arg-type]
             host=host.name,
-            host_identity=_identity(host),
+            host_identity=host_identity(host),
             production_datastore=ds.name,
-            mount_name=_mount_name(self.restore_id, ds.name),
+            mount_name=mount_name(self.restore_id, ds.name),
             portals=list(info_.iscsi_portals) if info_ and protocol == "iscsi" else [],
             vms=[],
         )
         groups[key] = group
         return group
 
-    def _find_volume(
+    def backing(self, ds: vim.Datastore) -> VmfsBacking | NfsBacking | None:
+        """Return what a datastore is stored on (its head extent's device, or its export)."""
+        info = ds.info
+        if isinstance(info, vim.host.VmfsDatastoreInfo):
+            if len(info.vmfs.extent) != 1:
+                self.fail(
+                    f"datastore {ds.name} spans {len(info.vmfs.extent)} extents: "
+                    "multi-extent VMFS datastores cannot be restored from one LUN copy"
+                )
+                return None
+            return VmfsBacking(naa=info.vmfs.extent[0].diskName)
+        if isinstance(info, vim.host.NasDatastoreInfo):
+            return NfsBacking(server=info.nas.remoteHost, path=info.nas.remotePath)
+        self.fail(f"datastore {ds.name} is {ds.summary.type}: only VMFS and NFS are supported")
+        return None
+
+    def find_volume(
         self, backing: VmfsBacking | NfsBacking, ds_name: str
     ) -> tuple[ArrayVolume | None, StorageArray | None]:
         for array in self.arrays:
@@ -377,7 +382,7 @@ class Planner:
         self.fail(f"datastore {ds_name} ({where}) is not on any configured array (arrays: {names})")
         return None, None
 
-    def _place(
+    def place(
         self,
         ds: vim.Datastore,
         backing: VmfsBacking | NfsBacking,
@@ -483,7 +488,7 @@ class Planner:
             )
 
 
-def _mount_name(restore_id: str, production: str) -> str:
+def mount_name(restore_id: str, production: str) -> str:
     base = f"sr-{restore_id[:8]}-{production}"
     return re.sub(r"[/\\%]", "_", base)[:MAX_NAME]
 
