@@ -233,26 +233,8 @@ func (l *Lab) moveFolder(v *vmState, vm *simulator.VirtualMachine, src, dst *dsS
 	simulator.Map.RemoveReference(srcObj, &srcObj.Vm, vm.Self)
 	simulator.Map.AddReference(dstObj, &dstObj.Vm, vm.Self)
 	simulator.Map.WithLock(vm, func() {
+		rewritePaths(vm, fix, &[2]types.ManagedObjectReference{src.Ref, dst.Ref})
 		files := vm.Config.Files
-		files.VmPathName = fix(files.VmPathName)
-		files.SnapshotDirectory = fix(files.SnapshotDirectory)
-		files.SuspendDirectory = fix(files.SuspendDirectory)
-		files.LogDirectory = fix(files.LogDirectory)
-		for _, d := range vm.Config.Hardware.Device {
-			if b, ok := d.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
-				info := b.GetVirtualDeviceFileBackingInfo()
-				info.FileName = fix(info.FileName)
-				if info.Datastore != nil && *info.Datastore == src.Ref {
-					ref := dst.Ref
-					info.Datastore = &ref
-				}
-			}
-		}
-		if vm.LayoutEx != nil {
-			for i := range vm.LayoutEx.File {
-				vm.LayoutEx.File[i].Name = fix(vm.LayoutEx.File[i].Name)
-			}
-		}
 		stores := []types.ManagedObjectReference{dst.Ref}
 		simulator.Map.Update(vm, []types.PropertyChange{
 			{Name: "config.files", Val: files},

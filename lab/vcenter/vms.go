@@ -754,24 +754,37 @@ func (l *Lab) renameVmPaths(oldName, newName string) {
 			continue
 		}
 		simulator.Map.WithLock(vm, func() {
-			files := vm.Config.Files
-			files.VmPathName = fix(files.VmPathName)
-			files.SnapshotDirectory = fix(files.SnapshotDirectory)
-			files.SuspendDirectory = fix(files.SuspendDirectory)
-			files.LogDirectory = fix(files.LogDirectory)
-			vm.Summary.Config.VmPathName = fix(vm.Summary.Config.VmPathName)
-			for _, d := range vm.Config.Hardware.Device {
-				if b, ok := d.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
-					info := b.GetVirtualDeviceFileBackingInfo()
-					info.FileName = fix(info.FileName)
-				}
-			}
-			if vm.LayoutEx != nil {
-				for i := range vm.LayoutEx.File {
-					vm.LayoutEx.File[i].Name = fix(vm.LayoutEx.File[i].Name)
-				}
-			}
-			simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.files", Val: files}})
+			rewritePaths(vm, fix, nil)
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "config.files", Val: vm.Config.Files},
+				{Name: "summary.config.vmPathName", Val: vm.Config.Files.VmPathName},
+			})
 		})
+	}
+}
+
+// rewritePaths applies fix to every datastore path of vm (files, disk backings, layout)
+// and, when move is given, re-points disk backings from one datastore to another
+// (vm's lock held).
+func rewritePaths(vm *simulator.VirtualMachine, fix func(string) string, move *[2]types.ManagedObjectReference) {
+	files := &vm.Config.Files
+	files.VmPathName = fix(files.VmPathName)
+	files.SnapshotDirectory = fix(files.SnapshotDirectory)
+	files.SuspendDirectory = fix(files.SuspendDirectory)
+	files.LogDirectory = fix(files.LogDirectory)
+	for _, d := range vm.Config.Hardware.Device {
+		if b, ok := d.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
+			info := b.GetVirtualDeviceFileBackingInfo()
+			info.FileName = fix(info.FileName)
+			if move != nil && info.Datastore != nil && *info.Datastore == move[0] {
+				ref := move[1]
+				info.Datastore = &ref
+			}
+		}
+	}
+	if vm.LayoutEx != nil {
+		for i := range vm.LayoutEx.File {
+			vm.LayoutEx.File[i].Name = fix(vm.LayoutEx.File[i].Name)
+		}
 	}
 }
