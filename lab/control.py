@@ -16,7 +16,7 @@ import requests
 from lab import topology as topo
 from lab.arrays.base import ArrayConfig
 from lab.pki import LabPki, ensure_pki
-from lab.process import alive, free_port, python_module, spawn, stop, wait_until
+from lab.process import alive, free_port, python_module, runs_from, spawn, stop, wait_until
 from lab.seed import build_seed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,11 +71,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by its owner only (lab files
+    carry the lab's passwords)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_private(path, json.dumps(data, indent=2, default=str))
 
 
 def _secrets(directory: Path) -> dict[str, str]:
@@ -85,14 +94,14 @@ def _secrets(directory: Path) -> dict[str, str]:
     if not all(k in data for k in wanted):
         data = {k: data.get(k) or secrets.token_urlsafe(12) for k in wanted}
         _write_json(path, data)
-        path.chmod(0o600)
     return data
 
 
 def running_pids(directory: Path) -> dict[str, int]:
     """Return the lab processes of ``directory`` that are still alive."""
+    directory = directory.resolve()
     pids = _read_json(directory / "pids.json")
-    return {name: pid for name, pid in pids.items() if alive(pid)}
+    return {name: pid for name, pid in pids.items() if runs_from(pid, str(directory))}
 
 
 # ---- up / down ---------------------------------------------------------------------------------
@@ -160,7 +169,7 @@ def _start(
         )
         cfg_path = state_dir / "config.json"
         state_dir.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(config.model_dump_json(indent=2))
+        _write_private(cfg_path, config.model_dump_json(indent=2))
         pids[a.name] = spawn(python_module("lab.arrays", str(cfg_path)), logs / f"{a.name}.log")
         _write_json(directory / "pids.json", pids)
         url = f"https://{LISTEN_HOST}:{port}"
@@ -346,7 +355,7 @@ def vcenter_config(
 def down(directory: Path) -> list[str]:
     """Stop every process of the lab in ``directory``; return the names stopped."""
     directory = directory.resolve()
-    pids = _read_json(directory / "pids.json")
+    pids = running_pids(directory)  # never a recycled pid that is no longer the lab's
     # the vCenter first: it must not see arrays vanish under mounted datastores
     order = sorted(pids, key=lambda name: name != "vcenter")
     for name in order:

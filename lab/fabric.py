@@ -63,7 +63,7 @@ class FabricLun(BaseModel):
 
 
 class NfsRule(BaseModel):
-    """One client rule of an NFS export."""
+    """One client rule of an NFS export; the first rule matching a client decides."""
 
     match: str  # an IPv4 address, a CIDR, or "0.0.0.0/0"
     rw: bool
@@ -78,7 +78,7 @@ class NfsExport(BaseModel):
     name: str  # the array's name for the volume
     content_dir: str
     size_mb: int
-    rules: list[NfsRule] = Field(default_factory=list)
+    rules: list[NfsRule] = Field(default_factory=list)  # in evaluation order
 
 
 class Fabric(BaseModel):

@@ -60,6 +60,21 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def runs_from(pid: int, marker: str) -> bool:
+    """Return True if ``pid`` is alive and its command line mentions ``marker``.
+
+    A pid recorded by an earlier lab may since belong to an unrelated process; the lab's
+    processes all name a file in their lab directory on their command line.
+    """
+    if not alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return marker.encode() in f.read()
+    except OSError:
+        return False
+
+
 def stop(pid: int, timeout: float = 5.0) -> None:
     """Stop process ``pid`` and its process group: SIGTERM, then SIGKILL after ``timeout``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -193,6 +193,8 @@ class ArrayEmulator:
         self._calls_lock = threading.Lock()
         self._fabric_dirty = False
         self._push_lock = threading.Lock()
+        self._push_session = requests.Session()
+        self._push_session.trust_env = False  # loopback only: never through a proxy
         loaded = self._load()
         self.state: dict[str, Any] = loaded if loaded is not None else self.initial_state()
         self.state.setdefault("_fabric_generation", 0)
@@ -227,7 +229,10 @@ class ArrayEmulator:
     # ---- helpers for vendors -----------------------------------------------------------------
 
     def mark_fabric_changed(self) -> None:
-        """Record that exports changed; the vCenter is told before the call returns."""
+        """Record that exports changed; the vCenter is told before the call returns.
+
+        If the vCenter cannot be reached, the change is pushed again after the next call.
+        """
         self._fabric_dirty = True
 
     def save(self) -> None:
@@ -267,10 +272,14 @@ class ArrayEmulator:
             doc = self.current_fabric()
             for url in self.config.notify_urls:
                 try:
-                    r = requests.post(url, json=doc, verify=self.config.ca_bundle, timeout=30)
+                    r = self._push_session.post(
+                        url, json=doc, verify=self.config.ca_bundle, timeout=30
+                    )
                     r.raise_for_status()
                 except requests.RequestException as exc:
                     print(f"lab: fabric push to {url} failed: {exc}", file=sys.stderr)
+                    with self.lock:
+                        self._fabric_dirty = True  # retried after the next call
 
     def _run(self, endpoint: _Endpoint, call: Call) -> Response:
         with self.lock:

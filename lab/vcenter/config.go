@@ -6,7 +6,7 @@ import (
 	"os"
 )
 
-// Config is written by `python -m lab up` (see lab/vcenter_config.py) and read at start.
+// Config is written by `python -m lab up` (see vcenter_config in lab/control.py) and read at start.
 type Config struct {
 	Listen     string        `json:"listen"` // host:port
 	User       string        `json:"user"`

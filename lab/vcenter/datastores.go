@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -295,19 +296,47 @@ func (l *Lab) removeDatastoreObject(st *dsState) {
 	simulator.Map.Remove(st.Ref)
 }
 
-// vmsOnDatastore returns the registered VMs with files on ds, optionally only those
-// registered on host h.
+// vmsOnDatastore returns the registered VMs with files on ds (their .vmx or any disk),
+// optionally only those registered on host h (l.mu held).
 func (l *Lab) vmsOnDatastore(st *dsState, h *hostState) []*vmState {
 	var out []*vmState
-	for _, v := range l.vms {
-		if v.Datastore != st.Ref.Value {
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		v, vm := l.vmFor(e.Reference())
+		if v == nil || vm == nil {
 			continue
 		}
-		if h != nil && v.hostName(l) != h.Name {
+		if !(v.Datastore == st.Ref.Value || hasDiskOn(vm, st)) || (h != nil && v.hostName(l) != h.Name) {
 			continue
 		}
 		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name() < out[j].name() })
 	return out
+}
+
+// hasDiskOn reports whether one of vm's current disks is a file on st (vm.Datastore is not
+// used: the simulator does not drop a datastore from it when the disk goes).
+func hasDiskOn(vm *simulator.VirtualMachine, st *dsState) bool {
+	if vm.Config == nil {
+		return false
+	}
+	for _, d := range vm.Config.Hardware.Device {
+		disk, ok := d.(*types.VirtualDisk)
+		if !ok || disk.Backing == nil {
+			continue
+		}
+		b, ok := disk.Backing.(types.BaseVirtualDeviceFileBackingInfo)
+		if !ok {
+			continue
+		}
+		info := b.GetVirtualDeviceFileBackingInfo()
+		if info.Datastore != nil && info.Datastore.Value == st.Ref.Value {
+			return true
+		}
+		var p object.DatastorePath
+		if p.FromString(info.FileName) && p.Datastore == st.Name {
+			return true
+		}
+	}
+	return false
 }

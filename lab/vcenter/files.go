@@ -147,8 +147,7 @@ func (l *Lab) opRelocate(c *callCtx) (interface{}, *soap.Fault) {
 	return l.runTask(ref, "relocateVMTask", func() (types.AnyType, *soap.Fault) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		v := l.vms[ref.Value]
-		vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+		v, vm := l.vmFor(ref)
 		if v == nil || vm == nil {
 			return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
 		}
@@ -200,6 +199,10 @@ func (l *Lab) relocate(v *vmState, vm *simulator.VirtualMachine, spec types.Virt
 
 func (l *Lab) moveFolder(v *vmState, vm *simulator.VirtualMachine, src, dst *dsState) *soap.Fault {
 	oldDir := path.Dir(v.RelPath)
+	if oldDir == "." {
+		return fault(fmt.Sprintf("lab: %s keeps its files in the root of %s; relocating it would copy the whole datastore", vm.Name, src.Name),
+			&types.NotSupported{})
+	}
 	folder := vm.Name
 	for i := 1; ; i++ {
 		if _, err := os.Stat(filepath.Join(dst.ContentDir, folder)); os.IsNotExist(err) {

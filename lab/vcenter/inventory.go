@@ -74,6 +74,7 @@ func (l *Lab) addHost(ref types.ManagedObjectReference, hc HostConfig, index int
 		vnics[0].Spec.Ip = &ip
 		hs.Config.Network.Vnic = vnics
 	}
+	keepOnLoopback(hs)
 	h := &hostState{
 		Name: hc.Name, VmkIP: hc.VmkIP, Ref: ref,
 		StorRef: *hs.ConfigManager.StorageSystem, DssRef: *hs.ConfigManager.DatastoreSystem,
@@ -163,4 +164,52 @@ func hostList(l *Lab) string {
 		names = append(names, h.Name)
 	}
 	return strings.Join(names, ", ")
+}
+
+// loopbackDNS stands in for the simulator template's public DNS server.
+const loopbackDNS = "127.0.0.53"
+
+// keepOnLoopback replaces the non-loopback addresses of the simulator's ESXi template (a
+// public DNS server, a 192.168 management candidate) in the host's config: every address
+// the lab shows, even one that is only data, is in 127.0.0.0/8. The template's structures
+// are shared by all hosts, so they are copied before they change.
+func keepOnLoopback(hs *simulator.HostSystem) {
+	cfg := hs.Config
+	if cfg == nil {
+		return
+	}
+	if n := cfg.Network; n != nil {
+		net := *n
+		net.DnsConfig = loopbackDNSConfig(n.DnsConfig)
+		net.NetStackInstance = append([]types.HostNetStackInstance(nil), n.NetStackInstance...)
+		for i := range net.NetStackInstance {
+			net.NetStackInstance[i].DnsConfig = loopbackDNSConfig(net.NetStackInstance[i].DnsConfig)
+		}
+		cfg.Network = &net
+	}
+	if m := cfg.VirtualNicManagerInfo; m != nil {
+		info := &types.HostVirtualNicManagerInfo{}
+		for _, nc := range m.NetConfig {
+			nc.CandidateVnic = append([]types.HostVirtualNic(nil), nc.CandidateVnic...)
+			for i := range nc.CandidateVnic {
+				if ip := nc.CandidateVnic[i].Spec.Ip; ip != nil && !strings.HasPrefix(ip.IpAddress, "127.") {
+					c := *ip
+					c.IpAddress = "127.0.0.1"
+					nc.CandidateVnic[i].Spec.Ip = &c
+				}
+			}
+			info.NetConfig = append(info.NetConfig, nc)
+		}
+		cfg.VirtualNicManagerInfo = info
+	}
+}
+
+func loopbackDNSConfig(b types.BaseHostDnsConfig) types.BaseHostDnsConfig {
+	d, ok := b.(*types.HostDnsConfig)
+	if !ok || d == nil || len(d.Address) == 0 {
+		return b
+	}
+	c := *d
+	c.Address = []string{loopbackDNS}
+	return &c
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"reflect"
 	"strconv"
 
 	"github.com/vmware/govmomi/simulator"
@@ -66,8 +67,9 @@ func (s *soapLayer) labMux() *http.ServeMux {
 				badRequest(w, "invalid JSON: "+err.Error())
 				return
 			}
-			if _, ok := typeFunc(rule.Operation); !ok || rule.Operation == "" {
-				badRequest(w, "unknown vSphere method "+strconv.Quote(rule.Operation))
+			if !isMethod(rule.Operation) {
+				badRequest(w, "unknown vSphere method "+strconv.Quote(rule.Operation)+
+					" (give a method name such as RescanHba or PowerOnVM_Task)")
 				return
 			}
 			if rule.Error != "" {
@@ -226,3 +228,20 @@ func (l *Lab) state() map[string]interface{} {
 
 var _ = simulator.Map
 var _ types.ManagedObjectReference
+
+// isMethod reports whether name is a vSphere method: its request type has a This field
+// (a data object type such as HostDnsConfig does not).
+func isMethod(name string) bool {
+	t, ok := typeFunc(name)
+	if name == "" || !ok {
+		return false
+	}
+	for t.Kind() == reflect.Ptr {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return false
+	}
+	_, ok = t.FieldByName("This")
+	return ok
+}

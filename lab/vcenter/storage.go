@@ -2,7 +2,8 @@ package main
 
 // Each ESXi host's storage stack: adapters, iSCSI targets, the devices found by the last
 // rescan of each adapter, VMFS discovery, unresolved (snapshot) volumes, and the
-// all-paths-down check that runs whenever the fabric or the targets change.
+// all-paths-down check that runs whenever a fabric, a host's targets or its adapters'
+// view (a rescan) change.
 
 import (
 	"crypto/sha1"
@@ -420,6 +421,10 @@ func (l *Lab) checkPaths() {
 					l.event("apd_exit", h.Name, ds.Name, naa, "paths restored")
 					changed = true
 				}
+				if d.Lost != !alive {
+					d.Lost = !alive // the device stays, dead, while the datastore is mounted
+					changed = true
+				}
 				l.publishDatastore(ds)
 			case !alive && d.Attached && !d.Lost:
 				d.Lost = true
@@ -439,9 +444,11 @@ func (l *Lab) checkPaths() {
 			if !ok && m.Accessible {
 				m.Accessible, m.Reason = false, "AllPathsDown_Start"
 				l.event("apd", h.Name, ds.Name, "", "NFS export withdrawn while mounted")
+				changed = true
 			} else if ok && !m.Accessible {
 				m.Accessible, m.Reason = true, ""
 				l.event("apd_exit", h.Name, ds.Name, "", "NFS export restored")
+				changed = true
 			}
 			l.publishDatastore(ds)
 		}
@@ -462,8 +469,8 @@ func (l *Lab) nfsExportFor(h *hostState, server, path string) (*NfsExport, bool)
 				continue
 			}
 			for _, r := range e.Rules {
-				if ruleMatches(r.Match, h.VmkIP) && r.RW && r.Root {
-					return e, true
+				if ruleMatches(r.Match, h.VmkIP) {
+					return e, r.RW && r.Root // the first matching rule decides
 				}
 			}
 			return e, false

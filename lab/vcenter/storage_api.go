@@ -94,6 +94,7 @@ func (l *Lab) opRescanHba(c *callCtx) (interface{}, *soap.Fault) {
 			return nil, f
 		}
 		l.rescanAdapter(h, a)
+		l.checkPaths()
 		l.publishHost(h)
 		return nil, nil
 	})
@@ -106,6 +107,7 @@ func (l *Lab) opRescanAllHba(c *callCtx) (interface{}, *soap.Fault) {
 		for _, a := range h.HBAs {
 			l.rescanAdapter(h, a)
 		}
+		l.checkPaths()
 		l.publishHost(h)
 		return nil, nil
 	})
@@ -162,6 +164,7 @@ func (l *Lab) opAddStaticTargets(c *callCtx) (interface{}, *soap.Fault) {
 		for _, t := range req.Targets {
 			a.Static = append(a.Static, target{Address: t.Address, Port: port(t.Port), IQN: t.IScsiName, Method: "staticMethod"})
 		}
+		l.checkPaths() // a dead path through this target may come back
 		return nil
 	})
 }
@@ -472,6 +475,12 @@ func (l *Lab) mountNfs(h *hostState, name, nfsType, server, remotePath string) (
 		l.mountDatastore(existing, h)
 		return existing.Ref, nil
 	}
+	for _, other := range l.datastores {
+		if other.Kind == "nfs" && other.Server == server && other.Path == cleanNfsPath(remotePath) && other.Mounts[h.Name] != nil {
+			return nil, fault(fmt.Sprintf("%s:%s is already mounted on %s as datastore %s", server, remotePath, h.Name, other.Name),
+				&types.AlreadyExists{Name: other.Name})
+		}
+	}
 	ds := l.newNasDatastore(name, nfsType, server, remotePath, export)
 	l.mountDatastore(ds, h)
 	return ds.Ref, nil
@@ -553,6 +562,17 @@ func (l *Lab) rename(ref types.ManagedObjectReference, newName string) *soap.Fau
 	}
 	if other := l.datastoreByName(newName); other != nil && other != ds {
 		return fault(fmt.Sprintf("the name %q already exists", newName), &types.DuplicateName{Name: newName, Object: other.Ref})
+	}
+	if ds.Kind == "vmfs" { // a VMFS datastore's name is its volume label, kept on the volume
+		hdr := readVmfsHeader(ds.ContentDir)
+		if hdr == nil {
+			return fault("no VMFS volume in "+ds.ContentDir, &types.HostConfigFault{})
+		}
+		hdr.Label = newName
+		if err := writeVmfsHeader(ds.ContentDir, *hdr); err != nil {
+			return fault(err.Error(), &types.HostConfigFault{})
+		}
+		ds.Label = newName
 	}
 	old := ds.Name
 	ds.Name = newName

@@ -70,6 +70,47 @@ func (l *Lab) registerVMOverrides(s *soapLayer) {
 	s.handle("VirtualMachine", "PowerOffVM_Task", l.opPowerOff)
 	s.handle("VirtualMachine", "ShutdownGuest", l.opShutdownGuest)
 	s.handle("VirtualMachine", "UnregisterVM", l.opUnregisterVM)
+	s.handle("VirtualMachine", "ReconfigVM_Task", l.opReconfigure)
+}
+
+// opReconfigure is the simulator's ReconfigVM_Task, after dropping from the VM's file
+// layout the files of datastores its host no longer sees (left by disks removed earlier):
+// the simulator's storage accounting would otherwise fail on them.
+func (l *Lab) opReconfigure(c *callCtx) (interface{}, *soap.Fault) {
+	req := c.method.Body.(*types.ReconfigVM_Task)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	vm, _ := simulator.Map.Get(c.method.This).(*simulator.VirtualMachine)
+	if vm == nil {
+		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: c.method.This})
+	}
+	simulator.Map.WithLock(vm, func() { pruneLayout(vm) })
+	var res soap.HasFault
+	l.invoke(vm, func(ctx *simulator.Context) { res = vm.ReconfigVMTask(ctx, req) })
+	if f := res.Fault(); f != nil {
+		return nil, f
+	}
+	return res.(*methods.ReconfigVM_TaskBody).Res.Returnval, nil
+}
+
+// pruneLayout drops vm's layout files on datastores its host does not see (vm's lock held).
+func pruneLayout(vm *simulator.VirtualMachine) {
+	if vm.LayoutEx == nil || vm.Runtime.Host == nil {
+		return
+	}
+	hs, _ := simulator.Map.Get(*vm.Runtime.Host).(*simulator.HostSystem)
+	if hs == nil {
+		return
+	}
+	kept := vm.LayoutEx.File[:0]
+	for _, f := range vm.LayoutEx.File {
+		var p object.DatastorePath
+		if p.FromString(f.Name) && simulator.Map.FindByName(p.Datastore, hs.Datastore) == nil {
+			continue
+		}
+		kept = append(kept, f)
+	}
+	vm.LayoutEx.File = kept
 }
 
 // invoke calls a simulator method the way the simulator's own dispatcher does: holding
@@ -86,12 +127,42 @@ func (l *Lab) onVM(c *callCtx, fn func(v *vmState, vm *simulator.VirtualMachine)
 	ref := c.method.This
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	v := l.vms[ref.Value]
-	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	v, vm := l.vmFor(ref)
 	if v == nil || vm == nil {
 		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
 	}
 	return fn(v, vm)
+}
+
+// vmFor returns the lab's record of the VM ref and the simulator's object (l.mu held). A
+// VM the simulator made itself (a clone, say) gets a record on first use when its .vmx is
+// on a lab datastore; otherwise the record is nil.
+func (l *Lab) vmFor(ref types.ManagedObjectReference) (*vmState, *simulator.VirtualMachine) {
+	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if vm == nil {
+		return nil, nil
+	}
+	if v := l.vms[ref.Value]; v != nil {
+		return v, vm
+	}
+	if vm.Config == nil {
+		return nil, vm
+	}
+	var p object.DatastorePath
+	if !p.FromString(vm.Config.Files.VmPathName) || p.Path == "" {
+		return nil, vm
+	}
+	ds := l.datastoreByName(p.Datastore)
+	if ds == nil {
+		return nil, vm
+	}
+	v := &vmState{Ref: ref, Datastore: ds.Ref.Value, VmxPath: vm.Config.Files.VmPathName,
+		RelPath: p.Path, ToolsState: "notRunning"}
+	if vmx, err := readVmx(filepath.Join(ds.ContentDir, p.Path)); err == nil {
+		v.IP = vmx.get("guestinfo.sr-lab.ip")
+	}
+	l.vms[ref.Value] = v
+	return v, vm
 }
 
 // simPowerOff powers vm off in the simulator and returns the finished task (l.mu held).
@@ -386,15 +457,15 @@ func (l *Lab) reconfigure(vm *simulator.VirtualMachine, spec types.VirtualMachin
 
 func (l *Lab) opPowerOn(c *callCtx) (interface{}, *soap.Fault) {
 	ref := c.method.This
+	// l.mu is held from the checks through the power-on (runTask runs fn synchronously), so
+	// no unmount or unregister can slip in between.
 	l.mu.Lock()
-	v := l.vms[ref.Value]
-	vm, _ := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	defer l.mu.Unlock()
+	v, vm := l.vmFor(ref)
 	if v == nil || vm == nil {
-		l.mu.Unlock()
 		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
 	}
 	if v.Pending != nil {
-		l.mu.Unlock()
 		return nil, fault("a power-on is waiting for an answer to a question", &types.TaskInProgress{Task: v.Pending.Self})
 	}
 	ds := l.datastores[v.Datastore]
@@ -408,12 +479,10 @@ func (l *Lab) opPowerOn(c *callCtx) (interface{}, *soap.Fault) {
 		precheck = fault(fmt.Sprintf("the datastore of %s is not accessible from host %s", vm.Name, hn), &types.InvalidDatastore{})
 	}
 	if precheck != nil {
-		l.mu.Unlock()
 		return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) { return nil, precheck }), nil
 	}
 	vmx, err := readVmx(filepath.Join(ds.ContentDir, v.RelPath))
 	if err != nil {
-		l.mu.Unlock()
 		return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) {
 			return nil, fault("cannot read "+v.VmxPath+": "+err.Error(), &types.FileNotFound{})
 		}), nil
@@ -421,19 +490,17 @@ func (l *Lab) opPowerOn(c *callCtx) (interface{}, *soap.Fault) {
 	want := uuidLocation(ds.volumeID(), v.RelPath)
 	have := vmx.get("uuid.location")
 	if have != "" && have != want {
-		task := l.askMovedOrCopied(v, vm)
-		l.mu.Unlock()
-		return task, nil
+		return l.askMovedOrCopied(v, vm), nil
 	}
-	if have == "" {
-		vmx.set("uuid.location", want)
-		_ = vmx.save()
-	}
-	l.mu.Unlock()
 	return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return nil, l.powerOn(v, vm)
+		if f := l.powerOn(v, vm); f != nil {
+			return nil, f
+		}
+		if have == "" { // ESXi records where the VM first ran once it is running
+			vmx.set("uuid.location", want)
+			_ = vmx.save()
+		}
+		return nil, nil
 	}), nil
 }
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import pytest
-from pyVmomi import vim, vmodl
+from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from tests.support.fixtures import mounted_copy, register
 from tests.support.storage_ops import ops_for
@@ -34,6 +35,27 @@ def test_vcenter_fault_is_raised_then_the_call_succeeds(lab, si, vclab):
     log = vclab.get("/calls/log?method=RescanHba")["calls"][-2:]
     assert [c.get("fault", "") for c in log] == ["HostConfigFault", ""]
     assert all(c["host"] == "esx-01" and c["arg"] == device for c in log)
+
+
+def test_injected_fault_fires_on_the_next_call_logged_in_or_not(lab, si, vclab):
+    """A rule is consumed by the next call of its method; it never waits for a logged-in one."""
+    esx = host(si, "esx-03")
+    device = sw_iscsi(esx).device
+    stub = SoapStubAdapter(
+        host=lab["vcenter"]["host"],
+        port=lab["vcenter"]["port"],
+        sslContext=ssl.create_default_context(cafile=lab["ca_bundle"]),
+    )
+    anonymous = vim.host.StorageSystem(esx.configManager.storageSystem._moId, stub)
+    with pytest.raises(vim.fault.NotAuthenticated):
+        anonymous.RescanHba(hbaDevice=device)
+    vclab.post(
+        "/faults", {"operation": "RescanHba", "error": "HostConfigFault", "times": 1}
+    ).raise_for_status()
+    with pytest.raises(vim.fault.HostConfigFault):
+        anonymous.RescanHba(hbaDevice=device)
+    assert [r for r in vclab.get("/faults")["faults"] if r["operation"] == "RescanHba"] == []
+    esx.configManager.storageSystem.RescanHba(hbaDevice=device)  # the logged-in call is clean
 
 
 def test_task_fault_ends_the_task_in_error_on_the_host(lab, si, vclab):
@@ -66,6 +88,9 @@ def test_delay_is_served_and_bad_rules_are_refused(lab, si, vclab):
         vclab.post("/faults", {"operation": "NoSuchMethod", "error": "HostConfigFault"}).status_code
         == 400
     )
+    # a vSphere type that is not a method is refused too
+    not_a_method = vclab.post("/faults", {"operation": "HostDnsConfig", "error": "HostConfigFault"})
+    assert not_a_method.status_code == 400 and "method name" in not_a_method.json()["error"]
     assert (
         vclab.post("/faults", {"operation": "RescanHba", "error": "NotAFault"}).status_code == 400
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 from pyVmomi import vim
@@ -41,6 +42,35 @@ def test_every_address_in_the_lab_data_is_loopback(lab, http, vclab):
         assert _loopback(h["vmk_ip"])
         for adapter in h["adapters"]:
             assert all(_loopback(t["address"]) for t in adapter["static_targets"])
+
+
+_IPV4 = re.compile(r"'((?:\d{1,3}\.){3}\d{1,3})'")
+
+
+def _addresses(obj) -> set[str]:
+    """Every quoted dotted-quad string in a vSphere data object's text form."""
+    return {m for m in _IPV4.findall(str(obj)) if m not in ("0.0.0.0", "255.0.0.0")}
+
+
+def test_every_address_vsphere_shows_is_loopback(si, lab):
+    """What a client reads from vCenter (host networking, DNS, iSCSI targets, NFS servers,
+    guest addresses) points nowhere off the box, even where it is only data."""
+    seen: set[str] = set()
+    for h in lab["hosts"]:
+        esx = host(si, h["name"])
+        for part in (
+            esx.config.network,
+            esx.config.virtualNicManagerInfo,
+            esx.config.storageDevice,
+            esx.configManager.storageSystem.storageDeviceInfo,
+        ):
+            seen |= _addresses(part)
+    for ds_cfg in lab["datastores"]:
+        seen |= _addresses(find(si, vim.Datastore, ds_cfg["name"]).info)
+        for vm_name in ds_cfg["vms"]:
+            seen |= _addresses(find(si, vim.VirtualMachine, vm_name).guest)
+    assert {h["vmk_ip"] for h in lab["hosts"]} <= seen  # the scan does find addresses
+    assert sorted(a for a in seen if not _loopback(a)) == []
 
 
 def test_cluster_of_three_hosts_with_their_own_adapters(si, lab):

@@ -44,6 +44,12 @@ def test_up_status_restart_down(tmp_path):
     status = _lab("status", "--dir", str(d))
     assert status.returncode == 0, status.stderr
 
+    # the files that carry the lab's passwords are readable by their owner only
+    private = [d / "lab.json", d / "secrets.json", d / "vcenter" / "config.json"]
+    private += [d / "arrays" / a["name"] / "config.json" for a in info["arrays"]]
+    modes = {str(p.relative_to(d)): oct(p.stat().st_mode & 0o777) for p in private}
+    assert modes == {str(p.relative_to(d)): "0o600" for p in private}
+
     # leave a copy on the array, restart: array state persists, the hosts boot again
     s = requests.Session()
     s.trust_env = False
@@ -92,3 +98,18 @@ def test_down_on_a_directory_without_a_lab_is_harmless(tmp_path):
     assert "nothing was running" in r.stdout
     r = _lab("status", "--dir", str(tmp_path / "nothing"))
     assert r.returncode == 1 and "no running lab" in r.stderr
+
+
+def test_down_leaves_alone_a_process_that_reused_a_recorded_pid(tmp_path):
+    """A stale pids.json must not make `down` kill whatever now holds those pids."""
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        d = tmp_path / "stale"
+        d.mkdir()
+        (d / "pids.json").write_text(json.dumps({"vcenter": stranger.pid}))
+        r = _lab("down", "--dir", str(d))
+        assert r.returncode == 0, r.stderr
+        assert stranger.poll() is None and alive(stranger.pid)
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -65,12 +65,49 @@ def test_unpresenting_a_mounted_lun_puts_the_datastore_in_apd(lab, si, vclab):
         events = vclab.events()[before:]
         assert [e["kind"] for e in events] == ["apd"]
         assert events[0]["datastore"] == name and events[0]["naa"] == mc.copy.naa
+        assert scsi_lun(mc.esx, mc.copy.naa).operationalState == ["lostCommunication"]
         # nothing can be registered from an inaccessible datastore
         with pytest.raises(vim.fault.InvalidDatastore):
             register(si, lab, name, mc.ds_cfg["vms"][0], mc.esx, "rules-apd-vm")
         mc.ops.present(mc.copy, next(h for h in lab["hosts"] if h["name"] == mc.esx.name), "iscsi")
         assert find(si, vim.Datastore, name).summary.accessible
         assert vclab.events()[-1]["kind"] == "apd_exit"
+        assert scsi_lun(mc.esx, mc.copy.naa).operationalState == ["ok"]
+
+
+def test_removing_the_static_target_under_a_mounted_copy_is_apd_until_it_is_back(
+    lab, si, vclab, http
+):
+    """The paths go with the host's static target, and come back when it is re-added."""
+    before = len(vclab.events())
+    with mounted_copy(si, lab, "ds-iscsi-02", host_index=1) as mc:
+        adapter = sw_iscsi(mc.esx)
+        storage = mc.esx.configManager.storageSystem
+        iqns = _portal_iqns(lab, http, mc)
+        portal = next(t for t in adapter.configuredStaticTarget if t.iScsiName in iqns)
+        target = vim.host.InternetScsiHba.StaticTarget(
+            address=portal.address, port=portal.port, iScsiName=portal.iScsiName
+        )
+        storage.RemoveInternetScsiStaticTargets(iScsiHbaDevice=adapter.device, targets=[target])
+        assert find(si, vim.Datastore, mc.ds.name).summary.accessible is False
+        assert scsi_lun(mc.esx, mc.copy.naa).operationalState == ["lostCommunication"]
+        storage.AddInternetScsiStaticTargets(iScsiHbaDevice=adapter.device, targets=[target])
+        assert find(si, vim.Datastore, mc.ds.name).summary.accessible
+        assert scsi_lun(mc.esx, mc.copy.naa).operationalState == ["ok"]
+        events = vclab.events()[before:]
+        assert [e["kind"] for e in events if e["datastore"] == mc.ds.name] == ["apd", "apd_exit"]
+        # the portal also carries the production datastore: why snaprestore never removes
+        # a static target it did not add
+        production = [e["kind"] for e in events if e["datastore"] == "ds-iscsi-02"]
+        assert production == ["apd", "apd_exit"]
+
+
+def _portal_iqns(lab, http, mc) -> set[str]:
+    """The target names of the iSCSI portals through which the array presents the copy."""
+    array = next(a for a in lab["arrays"] if a["name"] == mc.ds_cfg["array"])
+    fabric = http.get(array["lab_url"] + "/fabric", timeout=30).json()
+    luns = [lun for lun in fabric["luns"] if lun["naa"] == mc.copy.naa]
+    return {t["iqn"] for lun in luns for t in lun["iscsi_targets"]}
 
 
 def test_unpresenting_an_attached_device_is_recorded(lab, si, vclab):
@@ -263,3 +300,113 @@ def test_removing_an_nfs_datastore_with_a_vm_registered_is_refused(lab, si):
             mc.esx.configManager.datastoreSystem.RemoveDatastore(datastore=mc.ds)
         assert mc.ds.summary.accessible
         vm.UnregisterVM()
+
+
+def test_the_first_nfs_export_rule_that_matches_a_host_decides(lab, si):
+    """ONTAP applies the first matching rule: a read-only catch-all placed before a host's
+    read-write rule wins, and the host's mount is refused until the catch-all goes."""
+    ds_cfg = next(d for d in lab["datastores"] if d["protocol"] == "nfs")
+    ops = ops_for(lab, ds_cfg["array"])
+    copy = ops.make_copy(ds_cfg["volume"], ds_cfg["snapshots"][0], copy_name("netapp_ontap"))
+    esx = host(si, lab["hosts"][0]["name"])
+    try:
+        server, path = ops.present_nfs(copy, lab["hosts"][0])  # rule 1: esx-01 rw, root
+        rules = f"{ops.base}/protocols/nfs/export-policies/{_policy_id(ops, copy)}/rules"
+        ops._ok(
+            ops.http.post(
+                rules,
+                json={
+                    "index": 1,
+                    "clients": [{"match": "0.0.0.0/0"}],
+                    "protocols": ["nfs3"],
+                    "ro_rule": ["sys"],
+                    "rw_rule": ["never"],
+                    "superuser": ["none"],
+                },
+            )
+        )
+        spec = vim.host.NasVolume.Specification(
+            remoteHost=server, remotePath=path, localPath="sr-rules-first", accessMode="readWrite"
+        )
+        with pytest.raises(vim.fault.PlatformConfigFault) as err:
+            esx.configManager.datastoreSystem.CreateNasDatastore(spec)
+        assert "read-write, with root access" in err.value.msg
+        assert find(si, vim.Datastore, "sr-rules-first") is None
+
+        ops._ok(ops.http.delete(f"{rules}/1"))  # the catch-all goes; esx-01's rule decides
+        ds = esx.configManager.datastoreSystem.CreateNasDatastore(spec)
+        assert ds.summary.accessible
+        esx.configManager.datastoreSystem.RemoveDatastore(datastore=ds)
+    finally:
+        if (left := find(si, vim.Datastore, "sr-rules-first")) is not None:
+            esx.configManager.datastoreSystem.RemoveDatastore(datastore=left)
+        ops.unpresent(copy)
+        ops.delete(copy)
+
+
+def _policy_id(ops, copy) -> int:
+    return ops._records("/protocols/nfs/export-policies", name=copy.extra["policy"], fields="id")[
+        0
+    ]["id"]
+
+
+def test_an_nfs_export_mounts_once_per_host(lab, si):
+    with mounted_copy(si, lab, "ds-nfs-01", host_index=2) as mc:
+        nas = mc.ds.info.nas
+        spec = vim.host.NasVolume.Specification(
+            remoteHost=nas.remoteHost,
+            remotePath=nas.remotePath,
+            localPath="sr-rules-twice",
+            accessMode="readWrite",
+        )
+        with pytest.raises(vim.fault.AlreadyExists) as err:
+            mc.esx.configManager.datastoreSystem.CreateNasDatastore(spec)
+        assert mc.ds.name in err.value.msg
+        assert find(si, vim.Datastore, "sr-rules-twice") is None
+        assert mc.ds.summary.accessible
+
+
+def test_unmount_is_refused_while_a_vm_elsewhere_uses_a_disk_on_the_volume(lab, si):
+    """A VM living on another datastore but with a disk on the copy also pins it."""
+    with mounted_copy(si, lab, "ds-iscsi-01") as mc:
+        prod = next(
+            vm
+            for d in lab["datastores"]
+            if d["name"] == "ds-fc-01"
+            for vm in (find(si, vim.VirtualMachine, n) for n in d["vms"])
+            if vm.runtime.host == mc.esx
+        )
+        vm_dir = mc.ds_cfg["vms"][0]
+        controller = next(
+            d
+            for d in prod.config.hardware.device
+            if isinstance(d, vim.vm.device.VirtualSCSIController)
+        )
+        used = {
+            d.unitNumber for d in prod.config.hardware.device if d.controllerKey == controller.key
+        }
+        disk = vim.vm.device.VirtualDisk(
+            key=-1,
+            controllerKey=controller.key,
+            unitNumber=next(n for n in range(16) if n != 7 and n not in used),
+            capacityInKB=1024,
+            backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                fileName=f"[{mc.ds.name}] {vm_dir}/{vm_dir}.vmdk", diskMode="persistent"
+            ),
+        )
+        change = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
+        wait(prod.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])))
+        added = next(
+            d
+            for d in prod.config.hardware.device
+            if isinstance(d, vim.vm.device.VirtualDisk) and mc.ds.name in d.backing.fileName
+        )
+        storage = mc.esx.configManager.storageSystem
+        try:
+            with pytest.raises(vim.fault.ResourceInUse) as err:
+                storage.UnmountVmfsVolume(vmfsUuid=mc.ds.info.vmfs.uuid)
+            assert prod.name in err.value.msg
+        finally:
+            remove = vim.vm.device.VirtualDeviceSpec(operation="remove", device=added)
+            wait(prod.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[remove])))
+        assert prod.runtime.powerState == "poweredOn"

@@ -91,6 +91,7 @@ def test_block_restore_sequence(lab, si, http, vclab, ds_name, protocol):
     new_name = f"sr-restore-{copy.name}"
     ds.RenameDatastore(newName=new_name)
     assert ds.name == new_name
+    assert ds.info.vmfs.name == new_name  # a VMFS datastore's name is its volume label
     assert unresolved(esx, copy.naa) is None
 
     vm = register(si, lab, new_name, vm_name, esx, f"{vm_name}-restored-{copy.name}")

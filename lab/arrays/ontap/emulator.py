@@ -430,9 +430,11 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
     def nfs_rules(self, vol: dict[str, Any]) -> list[NfsRule]:
         """Return the NFSv3 access ``vol``'s export policy grants, one entry per client match.
 
-        A rule counts when its protocols include nfs, nfs3 or any and its ``ro_rule`` allows
-        sys/any (without read access a client cannot mount); ``rw`` needs ``rw_rule`` sys/any,
-        ``root`` needs ``superuser`` sys/any.
+        Rules keep the policy's order: the first one matching a client decides, as on
+        ONTAP. A rule applies to NFSv3 when its protocols include nfs, nfs3 or any. A rule
+        whose ``ro_rule`` does not allow sys/any denies the client (it is emitted with
+        neither rw nor root); otherwise ``rw`` needs ``rw_rule`` sys/any and ``root`` needs
+        ``superuser`` sys/any.
         """
         policy = self.state["export_policies"][str(vol["policy_id"])]
         allows = {"sys", "any"}
@@ -440,10 +442,9 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
         for rule in policy["rules"]:
             if not {"nfs", "nfs3", "any"} & set(rule["protocols"]):
                 continue
-            if not allows & set(rule["ro_rule"]):
-                continue
-            rw = bool(allows & set(rule["rw_rule"]))
-            root = bool(allows & set(rule["superuser"]))
+            readable = bool(allows & set(rule["ro_rule"]))
+            rw = readable and bool(allows & set(rule["rw_rule"]))
+            root = readable and bool(allows & set(rule["superuser"]))
             rules.extend(NfsRule(match=c, rw=rw, root=root) for c in rule["clients"])
         return rules
 
