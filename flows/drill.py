@@ -95,6 +95,19 @@ def verify_vm(
     expect_ip: bool,
 ) -> DrillResult:
     """Register, isolate, boot and check one VM from the copy."""
+    with tags(f"esxi-{group.host}"):  # per step, never on this wrapper (see restore_vm)
+        return _verify_vm(vcenter, vm, group, datastore, tag, checks, expect_ip)
+
+
+def _verify_vm(
+    vcenter: VCenterCredentials,
+    vm: VmPlan,
+    group: GroupPlan,
+    datastore: DatastoreRef,
+    tag: CopyTag,
+    checks: DrillChecks,
+    expect_ip: bool,
+) -> DrillResult:
     result = DrillResult(vm=vm.name, snapshot=group.snapshot.name, host=group.host)
     ref = vt.register_vm(vcenter, group.host, datastore.name, vm.vmx, vm.new_name, tag)
     result.restored_as = ref.name
@@ -186,16 +199,15 @@ def restore_drill(
         for gr in run.groups:
             assert gr.datastore is not None
             for vm in gr.plan.vms:
-                with tags(f"esxi-{gr.plan.host}"):
-                    futures.append(
-                        (
-                            vm,
-                            gr,
-                            verify_vm.submit(
-                                vc, vm, gr.plan, gr.datastore, run.tag, checks, expect[vm.name]
-                            ),
-                        )
+                futures.append(
+                    (
+                        vm,
+                        gr,
+                        verify_vm.submit(
+                            vc, vm, gr.plan, gr.datastore, run.tag, checks, expect[vm.name]
+                        ),
                     )
+                )
                 run.vm_futures.append(futures[-1][2])
         for vm, gr, f in futures:
             try:

@@ -137,6 +137,21 @@ def restore_vm(
     started_at: float,
 ) -> VmOutcome:
     """Carry out the operation for one VM from the mounted copy."""
+    # The host's concurrency limit applies to each vSphere step, not to this wrapper: a
+    # wrapper holding a slot while its own steps wait for one deadlocks at the limit.
+    with tags(f"esxi-{group.host}"):
+        return _restore_vm(vcenter, request, vm, group, datastore, tag, started_at)
+
+
+def _restore_vm(
+    vcenter: VCenterCredentials,
+    request: RestoreRequest,
+    vm: VmPlan,
+    group: GroupPlan,
+    datastore: DatastoreRef,
+    tag: CopyTag,
+    started_at: float,
+) -> VmOutcome:
     out = VmOutcome(vm=vm.name, host=group.host, datastore=datastore.name)
     if request.operation == Operation.vm_files:
         out.files = vt.copy_vm_files(
@@ -271,10 +286,9 @@ class Restore:
         for gr in self.groups:
             assert gr.datastore is not None
             for vm in gr.plan.vms:
-                with tags(f"esxi-{gr.plan.host}"):
-                    f = restore_vm.submit(
-                        self.vc, self.req, vm, gr.plan, gr.datastore, self.tag, self.started_at
-                    )
+                f = restore_vm.submit(
+                    self.vc, self.req, vm, gr.plan, gr.datastore, self.tag, self.started_at
+                )
                 self.vm_futures.append(f)
                 pending.append((gr, vm, f))
         for gr, vm, f in pending:

@@ -156,3 +156,40 @@ def test_wait_for_user_pauses_with_the_vms_running_from_the_copy(lab, lab_blocks
     after = world.snapshot()
     assert after["arrays"] == before["arrays"]
     assert after["datastores"] == before["datastores"] and after["vms"] == before["vms"]
+
+
+def test_a_host_limit_below_the_vm_count_throttles_steps_and_never_deadlocks(
+    lab, lab_blocks, world
+):
+    """The per-host limit counts vSphere steps, not whole VMs: with one slot for the host,
+    a three-VM restore still finishes (a wrapper holding the slot would wait forever)."""
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-iscsi-01")
+    host, tag = "esx-02", "esxi-esx-02"
+    before = world.snapshot()
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=tag, concurrency_limit=1)
+    try:
+        state = restore_from_snapshot(
+            vms=ds["vms"],
+            snapshot=ds["snapshots"][0],
+            target_host=host,
+            name_suffix="-limited",
+            return_state=True,
+        )
+        assert state.is_completed(), state
+        result = state.result()
+        assert [o["state"] for o in result["vms"]] == ["verified"] * 3
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]})
+            )
+            limit = client.read_concurrency_limit_by_tag(tag)
+        limited = [r.name for r in runs if tag in r.tags]
+        assert any(n.startswith("register ") for n in limited), limited
+        assert not [r.name for r in runs if r.name.startswith("restore ") and tag in r.tags]
+        assert limit.active_slots == []
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_concurrency_limit_by_tag(tag)
+    assert world.snapshot()["arrays"] == before["arrays"]
+    assert world.snapshot()["datastores"] == before["datastores"]
