@@ -42,3 +42,11 @@ class ArrayUnsupported(ArrayError):
 
 class NotOurs(ArrayError):
     """Refused: the object does not carry snaprestore's tag, so it is not ours to delete."""
+
+
+def brief(exc: BaseException) -> str:
+    """One line about ``exc``: a vSphere fault's message rather than its whole repr."""
+    msg = getattr(exc, "msg", None)
+    if msg:
+        return f"{type(exc).__name__.rsplit('.', 1)[-1]}: {msg}"
+    return str(exc) or type(exc).__name__

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.arrays import StorageArray
+from blocks.errors import brief
 from blocks.models import CopyTag, SnapshotCopy
 from blocks.registry import load_arrays, saved_array_names
 from blocks.vcenter import VCenterCredentials
@@ -75,14 +76,6 @@ def _run_id(text: str) -> str:
         return str(uuid.UUID(text.strip()))
     except ValueError:
         return text.strip()
-
-
-def _brief(exc: BaseException) -> str:
-    """One line about ``exc``: a vSphere fault's message rather than its whole repr."""
-    msg = getattr(exc, "msg", None)
-    if msg:
-        return f"{type(exc).__name__.rsplit('.', 1)[-1]}: {msg}"
-    return str(exc) or type(exc).__name__
 
 
 def _age(delta: timedelta) -> str:
@@ -167,9 +160,9 @@ class Janitor:
 
     def fail(self, obj: str, kind: str, where: str, action: str, exc: BaseException) -> None:
         """Record a step that could not be done."""
-        self._row(obj, kind, where, None, action, f"FAILED: {_brief(exc)}")
-        self.failures.append(f"{action} {kind} {obj} ({where}): {_brief(exc)}")
-        self.log.error("%s %s %s on %s failed: %s", action, kind, obj, where, _brief(exc))
+        self._row(obj, kind, where, None, action, f"FAILED: {brief(exc)}")
+        self.failures.append(f"{action} {kind} {obj} ({where}): {brief(exc)}")
+        self.log.error("%s %s %s on %s failed: %s", action, kind, obj, where, brief(exc))
 
     # ---- find -------------------------------------------------------------------------------
 
@@ -389,10 +382,10 @@ class Janitor:
                         out = step.run()
                     result = "already done" if out is False else "done"
                 except Exception as exc:
-                    result = f"FAILED: {_brief(exc)}"
+                    result = f"FAILED: {brief(exc)}"
                     trouble = True
                     self.failures.append(f"{step.action} {step.kind} {step.object} ({step.where})")
-                    self.log.error("%s of %s failed: %s", step.action, step.object, _brief(exc))
+                    self.log.error("%s of %s failed: %s", step.action, step.object, brief(exc))
                     if step.needed:
                         failed = f"{step.action} {step.kind} {step.object} on {step.where}"
             self._row(step.object, step.kind, step.where, unit.tag, step.action, result)

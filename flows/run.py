@@ -18,6 +18,7 @@ from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
 from blocks.arrays import StorageArray
+from blocks.errors import brief
 from blocks.models import CopyTag, Presentation, SnapshotCopy
 from blocks.vcenter import VCenterCredentials
 from flows.params import NetworkMode, Operation
@@ -405,7 +406,7 @@ class Restore:
             except Exception as exc:
                 self.log.error("cleanup step for %r failed: %s", what, exc)
                 if needed:
-                    return left + [s[0] for s in steps[i:]]
+                    return left + [f"{what} ({brief(exc)})"] + [s[0] for s in steps[i + 1 :]]
                 left.append(what)
         return left
 
@@ -417,7 +418,15 @@ class Restore:
         assert copy is not None
         found = vt.find_copy_datastores(self.vc, g.host, copy.naa if gr.block else None, nfs)
         for ds in found:
-            for vm in vt.vms_on_datastore(self.vc, ds):
+            users = vt.vms_using_datastore(self.vc, ds)
+            others = [u.name for u in users if not (u.lives_on and u.run == self.tag.run)]
+            if others:  # never power off or unregister a VM this run did not restore
+                raise RestoreError(
+                    f"VM(s) {', '.join(others)} use datastore {ds.name} (the copy) but were not "
+                    f"restored by this run: remove their disks on it or move them off it, "
+                    f"then run the janitor for restore {self.tag.run}"
+                )
+            for vm in users:
                 vt.power_off_vm(self.vc, vm)
                 vt.unregister_vm(self.vc, vm)
                 self.effects.undone("VM registered", vm.name)

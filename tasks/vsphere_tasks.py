@@ -17,8 +17,7 @@ from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
 from tasks import vsphere as vs
 from tasks.retry import step_options
-
-TAG_FIELD = "snaprestore"
+from tasks.sweep import TAG_FIELD, tag_field_key, tag_of, uses_files_on
 
 
 class DatastoreRef(BaseModel):
@@ -36,6 +35,13 @@ class VmRef(BaseModel):
 
     name: str
     moref: str
+
+
+class DatastoreUser(VmRef):
+    """A VM that uses a datastore: its files live there, or only some of its disks do."""
+
+    lives_on: bool  # its .vmx is on the datastore
+    run: str | None = None  # the restore run whose tag it carries
 
 
 def _vm(vc: VCenterCredentials, ref: VmRef) -> vim.VirtualMachine:
@@ -139,7 +145,11 @@ def register_vm(
     """Register the .vmx from the copy as ``new_name`` on the host and tag it."""
     si = vcenter.connect()
     vm = vs.register_vm(vs.get_host(si, host), datastore, vmx, new_name, settings().task_timeout_s)
-    _tag(si, vm, tag)
+    try:
+        _tag(si, vm, tag)
+    except Exception:
+        vm.UnregisterVM()  # untagged, cleanup could not tell it from someone else's VM
+        raise
     return VmRef(name=vm.name, moref=vm._moId)
 
 
@@ -243,7 +253,23 @@ def find_copy_datastores(
     return [_datastore_ref(ds) for ds in vs.copy_datastores(h, naa, nfs)]
 
 
-@task(**step_options("list the VMs on {datastore.name}"))
-def vms_on_datastore(vcenter: VCenterCredentials, datastore: DatastoreRef) -> list[VmRef]:
-    """Return the VMs registered from the datastore."""
-    return [VmRef(name=vm.name, moref=vm._moId) for vm in _ds(vcenter, datastore).vm]
+@task(**step_options("list the VMs using {datastore.name}"))
+def vms_using_datastore(
+    vcenter: VCenterCredentials, datastore: DatastoreRef
+) -> list[DatastoreUser]:
+    """Return every VM with a file on the datastore (its .vmx, or a disk), and its run tag."""
+    si = vcenter.connect()
+    key = tag_field_key(si)
+    users = []
+    for vm in _ds(vcenter, datastore).vm:
+        vmx = vm.config.files.vmPathName if vm.config else ""
+        lives_on = (vmx or "").startswith(f"[{datastore.name}]")
+        if not lives_on and not uses_files_on(vm, datastore.name):
+            continue  # vSphere still lists it, but no device of it is on the datastore
+        tag = tag_of(vm.customValue, key)
+        users.append(
+            DatastoreUser(
+                name=vm.name, moref=vm._moId, lives_on=lives_on, run=tag.run if tag else None
+            )
+        )
+    return users

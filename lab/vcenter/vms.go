@@ -90,7 +90,41 @@ func (l *Lab) opReconfigure(c *callCtx) (interface{}, *soap.Fault) {
 	if f := res.Fault(); f != nil {
 		return nil, f
 	}
+	l.syncDatastoreUse(vm)
 	return res.(*methods.ReconfigVM_TaskBody).Res.Returnval, nil
+}
+
+// syncDatastoreUse makes vm.datastore, and the vm list of each lab datastore, name exactly
+// the datastores that hold vm's .vmx or one of its disks, as vCenter keeps them (the
+// simulator sets them at registration only) (l.mu held).
+func (l *Lab) syncDatastoreUse(vm *simulator.VirtualMachine) {
+	var vmx object.DatastorePath
+	vmx.FromString(vm.Config.Files.VmPathName)
+	var uses []types.ManagedObjectReference
+	for _, ref := range vm.Datastore {
+		if _, ours := l.datastores[ref.Value]; !ours {
+			uses = append(uses, ref) // the simulator's own datastores stay as they were
+		}
+	}
+	for _, id := range sortedKeys(l.datastores) {
+		st := l.datastores[id]
+		obj, _ := simulator.Map.Get(st.Ref).(*simulator.Datastore)
+		if obj == nil {
+			continue
+		}
+		listed := simulator.FindReference(obj.Vm, vm.Self) != nil
+		if st.Name == vmx.Datastore || hasDiskOn(vm, st) {
+			uses = append(uses, st.Ref)
+			if !listed {
+				simulator.Map.AppendReference(obj, &obj.Vm, vm.Self)
+			}
+		} else if listed {
+			simulator.Map.RemoveReference(obj, &obj.Vm, vm.Self)
+		}
+	}
+	simulator.Map.WithLock(vm, func() {
+		simulator.Map.Update(vm, []types.PropertyChange{{Name: "datastore", Val: uses}})
+	})
 }
 
 // pruneLayout drops vm's layout files on datastores its host does not see (vm's lock held).

@@ -10,10 +10,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
+from pyVmomi import vim
 
+from flows.janitor import janitor
 from flows.restore import restore_from_snapshot
 from lab.seed import disk_marker
-from tests.support.vsphere_steps import read_datastore_file
+from tests.support.vcenter import find
+from tests.support.vsphere_steps import attach_disk, detach_disk, read_datastore_file
 from tests.support.world import discard_vm
 
 COPY_CALL = {"primera1": "POST /api/v1/volumes/{}", "ontap1": "POST /api/storage/volumes"}
@@ -193,3 +196,57 @@ def test_a_host_limit_below_the_vm_count_throttles_steps_and_never_deadlocks(
             client.delete_concurrency_limit_by_tag(tag)
     assert world.snapshot()["arrays"] == before["arrays"]
     assert world.snapshot()["datastores"] == before["datastores"]
+
+
+def test_cleanup_never_touches_a_vm_that_borrowed_a_disk_from_the_copy(lab, lab_blocks, si, world):
+    """While the restore waits, an admin gives a production VM a disk from the copy (to pull
+    files out of it). Cleanup must stop and say so, not power that VM off."""
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-iscsi-01")
+    before = world.snapshot()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        box["state"] = restore_from_snapshot(
+            vms=ds["vms"][:1],
+            snapshot=ds["snapshots"][0],
+            target_host="esx-01",
+            finish="wait_for_user",
+            return_state=True,
+        )
+
+    t = threading.Thread(target=run)
+    t.start()
+    prod = disk = None
+    try:
+        run_id = _paused_run_id()
+        restored = next(
+            v for v in world.vclab.state()["vms"] if v["name"].endswith(f"-sr-{run_id[:6]}")
+        )
+        copy_ds = restored["path"].split("]")[0][1:]
+        fc = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+        prod = next(
+            vm
+            for vm in (find(si, vim.VirtualMachine, n) for n in fc["vms"])
+            if vm.runtime.host.name == "esx-01"
+        )
+        vm_dir = ds["vms"][0]
+        disk = attach_disk(prod, f"[{copy_ds}] {vm_dir}/{vm_dir}.vmdk")
+        resume_flow_run(run_id, run_input={"action": "stop"})
+        t.join(timeout=120)
+        state = box["state"]
+        assert state.is_failed()
+        text = str(state.result(raise_on_failure=False))
+        assert f"VM(s) {prod.name} use datastore {copy_ds}" in text, text
+        assert "cleanup could not finish; still there:" in text, text
+        assert find(si, vim.VirtualMachine, prod.name).runtime.powerState == "poweredOn"
+        assert copy_ds in world.snapshot()["datastores"]  # left for the janitor, on purpose
+    finally:
+        t.join(timeout=120)
+        if disk is not None:
+            detach_disk(prod, disk)
+    state = janitor(runs=[run_id], ttl_minutes=0, return_state=True)
+    assert state.is_completed(), state
+    after = world.snapshot()
+    for key in ("arrays", "datastores", "vms", "devices"):
+        assert after[key] == before[key], key
+    assert find(si, vim.VirtualMachine, prod.name).runtime.powerState == "poweredOn"

@@ -34,7 +34,7 @@ from tasks import vsphere_tasks as vt
 from tests.support.fixtures import mounted_copy, register
 from tests.support.storage_ops import ops_for
 from tests.support.vcenter import find
-from tests.support.vsphere_steps import power_on
+from tests.support.vsphere_steps import attach_disk, detach_disk, power_on
 
 LONG_AGO = timedelta(hours=3)
 SAFE_ORDER = ["PowerOffVM_Task", "UnregisterVM", "UnmountVmfsVolume", "DetachScsiLun", "RescanHba"]
@@ -512,36 +512,7 @@ def test_a_copy_another_vm_uses_is_left_and_the_run_fails(lab, lab_blocks, si, w
         assert f"VM(s) {prod.name} use a disk on datastore {left.datastore}" in text, text
         assert world.snapshot() == before  # not a single change was attempted
     finally:
-        vs.wait(
-            prod.ReconfigVM_Task(
-                vim.vm.ConfigSpec(
-                    deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="remove", device=disk)]
-                )
-            ),
-            60,
-        )
+        detach_disk(prod, disk)
     run_janitor(runs=[left.run])
     assert changes(start, world.snapshot()) == {}
     assert find(si, vim.VirtualMachine, prod.name).runtime.powerState == "poweredOn"
-
-
-def attach_disk(vm: vim.VirtualMachine, path: str) -> vim.vm.device.VirtualDisk:
-    """Give ``vm`` an existing disk file as a new disk; return the device."""
-    controller = next(
-        d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualSCSIController)
-    )
-    used = {d.unitNumber for d in vm.config.hardware.device if d.controllerKey == controller.key}
-    disk = vim.vm.device.VirtualDisk(
-        key=-1,
-        controllerKey=controller.key,
-        unitNumber=next(n for n in range(16) if n != 7 and n not in used),
-        capacityInKB=1024,
-        backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=path, diskMode="persistent"),
-    )
-    spec = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
-    vs.wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[spec])), 60)
-    return next(
-        d
-        for d in vm.config.hardware.device
-        if isinstance(d, vim.vm.device.VirtualDisk) and d.backing.fileName == path
-    )

@@ -10,7 +10,15 @@ from pyVmomi import vim
 from tests.support.fixtures import copy_name, mounted_copy, register
 from tests.support.storage_ops import ops_for
 from tests.support.vcenter import find, host
-from tests.support.vsphere_steps import rescan, scsi_lun, sw_iscsi, unresolved, wait
+from tests.support.vsphere_steps import (
+    attach_disk,
+    detach_disk,
+    rescan,
+    scsi_lun,
+    sw_iscsi,
+    unresolved,
+    wait,
+)
 
 BAD = ("apd", "device_lost_while_attached", "vmfs_destroyed")
 
@@ -377,36 +385,14 @@ def test_unmount_is_refused_while_a_vm_elsewhere_uses_a_disk_on_the_volume(lab, 
             if vm.runtime.host == mc.esx
         )
         vm_dir = mc.ds_cfg["vms"][0]
-        controller = next(
-            d
-            for d in prod.config.hardware.device
-            if isinstance(d, vim.vm.device.VirtualSCSIController)
-        )
-        used = {
-            d.unitNumber for d in prod.config.hardware.device if d.controllerKey == controller.key
-        }
-        disk = vim.vm.device.VirtualDisk(
-            key=-1,
-            controllerKey=controller.key,
-            unitNumber=next(n for n in range(16) if n != 7 and n not in used),
-            capacityInKB=1024,
-            backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
-                fileName=f"[{mc.ds.name}] {vm_dir}/{vm_dir}.vmdk", diskMode="persistent"
-            ),
-        )
-        change = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
-        wait(prod.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[change])))
-        added = next(
-            d
-            for d in prod.config.hardware.device
-            if isinstance(d, vim.vm.device.VirtualDisk) and mc.ds.name in d.backing.fileName
-        )
+        added = attach_disk(prod, f"[{mc.ds.name}] {vm_dir}/{vm_dir}.vmdk")
+        assert prod in mc.ds.vm and mc.ds in prod.datastore  # vSphere lists disk users too
         storage = mc.esx.configManager.storageSystem
         try:
             with pytest.raises(vim.fault.ResourceInUse) as err:
                 storage.UnmountVmfsVolume(vmfsUuid=mc.ds.info.vmfs.uuid)
             assert prod.name in err.value.msg
         finally:
-            remove = vim.vm.device.VirtualDeviceSpec(operation="remove", device=added)
-            wait(prod.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[remove])))
+            detach_disk(prod, added)
+        assert prod not in mc.ds.vm and mc.ds not in prod.datastore
         assert prod.runtime.powerState == "poweredOn"

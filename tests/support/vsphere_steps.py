@@ -117,3 +117,31 @@ def read_datastore_file(lab: dict[str, Any], http: requests.Session, ds: str, pa
     r = http.get(url, timeout=30)
     r.raise_for_status()
     return r.text
+
+
+def attach_disk(vm: vim.VirtualMachine, path: str) -> vim.vm.device.VirtualDisk:
+    """Give ``vm`` an existing disk file (``[datastore] dir/x.vmdk``) as a new disk."""
+    controller = next(
+        d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualSCSIController)
+    )
+    used = {d.unitNumber for d in vm.config.hardware.device if d.controllerKey == controller.key}
+    disk = vim.vm.device.VirtualDisk(
+        key=-1,
+        controllerKey=controller.key,
+        unitNumber=next(n for n in range(16) if n != 7 and n not in used),
+        capacityInKB=1024,
+        backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=path, diskMode="persistent"),
+    )
+    spec = vim.vm.device.VirtualDeviceSpec(operation="add", device=disk)
+    wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[spec])))
+    return next(
+        d
+        for d in vm.config.hardware.device
+        if isinstance(d, vim.vm.device.VirtualDisk) and d.backing.fileName == path
+    )
+
+
+def detach_disk(vm: vim.VirtualMachine, disk: vim.vm.device.VirtualDisk) -> None:
+    """Remove ``disk`` from ``vm`` (its file stays)."""
+    spec = vim.vm.device.VirtualDeviceSpec(operation="remove", device=disk)
+    wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[spec])))
