@@ -112,6 +112,7 @@ class GroupRun:
     plan: GroupPlan
     array: StorageArray
     copy: SnapshotCopy | None = None
+    copy_requested: bool = False  # the copy may exist even if its creation failed
     presentation: Presentation | None = None
     presented: bool = False
     rescanned: bool = False
@@ -213,6 +214,7 @@ class Restore:
         self.groups = [GroupRun(g, arrays[g.array]) for g in plan.groups]
         self.tag = CopyTag(run=plan.restore_id)
         self.vm_futures: list[PrefectFuture] = []
+        self.copy_futures: list[PrefectFuture] = []
         self.log = get_run_logger()
 
     # ---- attach ---------------------------------------------------------------------------
@@ -222,6 +224,7 @@ class Restore:
         futures: dict[str, list[PrefectFuture]] = {}
         for gr in self.groups:
             g = gr.plan
+            gr.copy_requested = True
             with tags(f"array-{g.array}"):
                 futures[g.key] = [
                     at.create_snapshot_copy.submit(
@@ -229,6 +232,7 @@ class Restore:
                     )
                     for _ in g.vms or [None]  # a group with no VM (a catalog) still needs one
                 ]
+            self.copy_futures += futures[g.key]
         errors = []
         for gr in self.groups:
             for f in futures[gr.plan.key]:
@@ -338,7 +342,7 @@ class Restore:
     def teardown(self) -> list[str]:
         """Undo everything on the copies in the safe order; return what could not be undone."""
         deadline = time.monotonic() + 20
-        for f in self.vm_futures:  # on cancellation, let running VM steps end first
+        for f in self.copy_futures + self.vm_futures:  # on cancellation, let steps end first
             f.wait(timeout=max(0.0, deadline - time.monotonic()))
         left: list[str] = []
         for gr in reversed(self.groups):
@@ -346,6 +350,14 @@ class Restore:
         return left
 
     def _teardown(self, gr: GroupRun) -> list[str]:
+        if gr.copy is None and gr.copy_requested:
+            try:
+                gr.copy = self._created_anyway(gr)
+            except Exception as exc:
+                name = gr.array.copy_name(
+                    self.plan.restore_id, at.copy_key(gr.plan.volume, gr.plan.snapshot)
+                )
+                return [f"perhaps copy {name} on {gr.plan.array} (could not check: {brief(exc)})"]
         g, copy, vc = gr.plan, gr.copy, self.vc
         if copy is None:
             return []
@@ -409,6 +421,18 @@ class Restore:
                     return left + [f"{what} ({brief(exc)})"] + [s[0] for s in steps[i + 1 :]]
                 left.append(what)
         return left
+
+    def _created_anyway(self, gr: GroupRun) -> SnapshotCopy | None:
+        """Return this run's copy for the group if the array made it although the copy
+        step failed (a timeout, or cancellation, after the create call), else None."""
+        g = gr.plan
+        name = gr.array.copy_name(self.plan.restore_id, at.copy_key(g.volume, g.snapshot))
+        with tags(f"array-{g.array}"):
+            found = at.find_copy(gr.array, name)
+        if found is None or found.tag is None or found.tag.run != self.plan.restore_id:
+            return None
+        self.effects.add(f"copy on {g.array}", found.name)
+        return found
 
     def _undo(self, what: str, obj: str, _result: Any = None) -> None:
         self.effects.undone(what, obj)

@@ -64,6 +64,12 @@ def create_snapshot_copy(
     return copy
 
 
+@task(**step_options("look for copy {name} on {array.name}"))
+def find_copy(array: StorageArray, name: str) -> SnapshotCopy | None:
+    """Return the copy named ``name`` on the array (tagged or not), or None."""
+    return array.find_copy(name)
+
+
 @task(**step_options("describe array {array.name}"))
 def describe_array(array: StorageArray) -> ArrayInfo:
     """Return what the array is and how hosts reach it."""

@@ -230,3 +230,21 @@ def test_a_cleanup_that_cannot_finish_fails_the_run_and_says_what_is_left(
     vs.rescan(host, vs.adapters_for(host, "iscsi"))
     final = world.snapshot()
     assert final["arrays"] == before["arrays"] and final["devices"] == before["devices"]
+
+
+def test_a_copy_the_array_made_although_the_copy_step_failed_is_deleted(lab, lab_blocks, world):
+    """The create call succeeds, every read of the new copy fails: the run fails, and the
+    copy it never got back is found by its name and deleted, not left for the janitor."""
+    ds = _ds(lab, "ds-iscsi-01")
+    before = world.snapshot()
+    creates = world.array_calls("primera1").get("POST /api/v1/volumes/{}", 0)
+    # one failed read per attempt of the copy step (the first try and its 3 retries)
+    world.inject("primera1", {"operation": "GET /api/v1/volumes/{}", "error": 503, "times": 4})
+    state = restore_from_snapshot(vms=ds["vms"][:1], snapshot=ds["snapshots"][0], return_state=True)
+    text = _failure(state)
+    assert "503" in text or "ArrayTransientError" in text, text
+    assert "still there" not in text, text
+    assert world.array_calls("primera1")["POST /api/v1/volumes/{}"] > creates  # it was made
+    after = world.snapshot()
+    for key in ("arrays", "datastores", "vms", "devices"):
+        assert after[key] == before[key], key
