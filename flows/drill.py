@@ -21,6 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 from pyVmomi import vim
 
+from blocks.errors import brief
 from blocks.models import CopyTag
 from blocks.registry import load_arrays
 from blocks.settings import settings
@@ -217,7 +218,7 @@ def restore_drill(
                     vm=vm.name,
                     snapshot=gr.plan.snapshot.name,
                     host=gr.plan.host,
-                    reason=f"error: {exc}",
+                    reason=f"error: {brief(exc)}",
                 )
             results.append(r)
             if r.restored_as:

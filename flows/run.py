@@ -300,7 +300,7 @@ class Restore:
             try:
                 out = f.result()
             except Exception as exc:
-                out = VmOutcome(vm=vm.name, host=gr.plan.host, state="failed", error=str(exc))
+                out = VmOutcome(vm=vm.name, host=gr.plan.host, state="failed", error=brief(exc))
             gr.outcomes[vm.name] = out
             if out.restored_as:
                 self.effects.add("VM registered", out.restored_as, kept=out.kept)

@@ -78,6 +78,10 @@ func (s *soapLayer) labMux() *http.ServeMux {
 					return
 				}
 			}
+			if rule.After < 0 {
+				badRequest(w, "after must not be negative")
+				return
+			}
 			if rule.Times != nil && *rule.Times < 1 {
 				badRequest(w, "times must be at least 1")
 				return

@@ -59,6 +59,7 @@ type faultRule struct {
 	Error     string  `json:"error,omitempty"`
 	Times     *int    `json:"times,omitempty"`
 	DelayS    float64 `json:"delay_s,omitempty"`
+	After     int     `json:"after,omitempty"` // let this many calls through first
 }
 
 type soapLayer struct {
@@ -169,6 +170,10 @@ func (s *soapLayer) take(method string) (time.Duration, string) {
 	for i, r := range s.rules {
 		if r.Operation != method {
 			continue
+		}
+		if r.After > 0 {
+			r.After--
+			return 0, ""
 		}
 		if r.Times != nil {
 			*r.Times--

@@ -102,3 +102,44 @@ def test_vm_files_restore_copies_chosen_files(lab, lab_blocks, si, http, world, 
             ),
             60,
         )
+
+
+def test_a_files_restore_retried_mid_copy_does_not_trip_on_its_own_files(
+    lab, lab_blocks, si, http, vclab, world
+):
+    """A transient fault on the second file: the retry skips the file already copied
+    instead of failing with FileAlreadyExists."""
+    ds_name = "ds-iscsi-01"
+    ds = next(d for d in lab["datastores"] if d["name"] == ds_name)
+    vm = ds["vms"][1]
+    before = world.snapshot()
+    copies = vclab.calls().get("CopyDatastoreFile_Task", 0)
+    vclab.post(
+        "/faults",
+        {"operation": "CopyDatastoreFile_Task", "error": "Timedout", "times": 1, "after": 1},
+    ).raise_for_status()
+    result = restore_from_snapshot(
+        vms=[vm],
+        snapshot=ds["snapshots"][0],
+        operation="vm_files",
+        files=["*.vmdk", "*.vmx"],
+        target_folder=f"{vm}-files-retry",
+    )
+    try:
+        o = result["vms"][0]
+        assert o["state"] == "files copied", o
+        assert o["files"] == sorted([f"{vm}-flat.vmdk", f"{vm}.vmdk", f"{vm}.vmx"])
+        # 3 files + the failed call; the file copied before the fault was not copied again
+        assert vclab.calls()["CopyDatastoreFile_Task"] == copies + 4
+        text = read_datastore_file(lab, http, ds_name, f"{vm}-files-retry/{vm}-flat.vmdk")
+        assert text == disk_marker(vm, 1)
+        after = world.snapshot()
+        assert after["arrays"] == before["arrays"] and after["vms"] == before["vms"]
+    finally:
+        dsobj = find(si, vim.Datastore, ds_name)
+        vs.wait(
+            si.content.fileManager.DeleteDatastoreFile_Task(
+                f"[{ds_name}] {vm}-files-retry", vs.datacenter_of(dsobj)
+            ),
+            60,
+        )
