@@ -158,10 +158,12 @@ def restore_from_snapshot(
             raise RestoreError(f"{failure}; and {msg}") from failure
     failed = [o for o in run.outcomes() if o.error]
     if failed:
+        kept = run.effects.kept()
         raise RestoreError(
             "restore failed for "
             + "; ".join(f"{o.vm}: {o.error}" for o in failed)
-            + " (everything was cleaned up)"
+            + (f"; kept: {'; '.join(kept)}" if kept else "")
+            + " (everything else was cleaned up)"
         )
     return result
 

@@ -82,6 +82,11 @@ class Effects:
                 for e in self.items
             ]
 
+    def kept(self) -> list[str]:
+        """Return what was done and is meant to stay (restored VMs, copied files)."""
+        with self._lock:
+            return [f"{e.what} {e.object}" for e in self.items if e.kept]
+
     def left(self) -> list[str]:
         """Return what was done and neither undone nor meant to stay."""
         with self._lock:
@@ -102,7 +107,16 @@ class VmOutcome(BaseModel):
     files: list[str] = []
     moref: str | None = None
     kept: bool = False
+    original: str | None = None  # what became of the original VM this run replaced
     error: str | None = None
+
+
+class VmRestoreFailed(Exception):
+    """One VM's restore failed; ``outcome`` says how far it got and what it left."""
+
+    def __init__(self, message: str, outcome: VmOutcome | None = None):
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass
@@ -141,8 +155,14 @@ def restore_vm(
     """Carry out the operation for one VM from the mounted copy."""
     # The host's concurrency limit applies to each vSphere step, not to this wrapper: a
     # wrapper holding a slot while its own steps wait for one deadlocks at the limit.
+    out = VmOutcome(vm=vm.name, host=group.host, datastore=datastore.name)
     with tags(f"esxi-{group.host}"):
-        return _restore_vm(vcenter, request, vm, group, datastore, tag, started_at)
+        try:
+            _restore_vm(vcenter, request, vm, group, datastore, tag, started_at, out)
+        except Exception as exc:
+            out.state, out.error = "failed", brief(exc)
+            raise VmRestoreFailed(out.error, out) from exc
+    return out
 
 
 def _restore_vm(
@@ -153,8 +173,9 @@ def _restore_vm(
     datastore: DatastoreRef,
     tag: CopyTag,
     started_at: float,
-) -> VmOutcome:
-    out = VmOutcome(vm=vm.name, host=group.host, datastore=datastore.name)
+    out: VmOutcome,
+) -> None:
+    """Restore one VM, recording each step's result in ``out`` as it happens."""
     if request.operation == Operation.vm_files:
         out.files = vt.copy_vm_files(
             vcenter,
@@ -165,7 +186,7 @@ def _restore_vm(
             vm.target_folder or f"{vm.new_name}-files",
         )
         out.state, out.datastore, out.kept = "files copied", vm.target_datastore or "", True
-        return out
+        return
     ref = vt.register_vm(vcenter, group.host, datastore.name, vm.vmx, vm.new_name, tag)
     out.restored_as, out.moref, out.state = ref.name, ref.moref, "registered"
     if request.network == NetworkMode.disconnected:
@@ -175,14 +196,8 @@ def _restore_vm(
         vt.relocate_vm(vcenter, ref, vm.target_datastore or vm.datastore)
         out.datastore, out.kept, out.state = vm.target_datastore or vm.datastore, True, "restored"
         if request.replace_original and vm.original:
-            original = VmRef(name=vm.name, moref=vm.original)
-            vt.power_off_vm(vcenter, original)
-            aside = vt.rename_vm(
-                vcenter, original, f"{vm.name}-replaced{vm.new_name[len(vm.name) :]}"
-            )
-            vt.unregister_vm(vcenter, aside)
-            ref = vt.rename_vm(vcenter, ref, vm.name)
-            out.restored_as, answer = vm.name, "moved"
+            ref = _replace_original(vcenter, vm, ref, out)
+            answer = "moved"
     if request.power_on:
         vt.power_on_vm(vcenter, ref, answer)
         out.seconds_to_power_on = round(time.time() - started_at, 2)
@@ -193,7 +208,32 @@ def _restore_vm(
         out.tools, out.ip = seen["tools"], seen["ip"]
         if request.operation == Operation.instant_recovery:
             out.state = "verified"
-    return out
+
+
+def _replace_original(
+    vcenter: VCenterCredentials, vm: VmPlan, restored: VmRef, out: VmOutcome
+) -> VmRef:
+    """Give the original VM's name to the restored one and unregister the original (its
+    files stay). Until that last step, a failed step puts the original back as it was."""
+    original = VmRef(name=vm.name, moref=vm.original or "")
+    files = f"[{vm.datastore}] {vm.folder}"
+    was_on = vt.power_off_vm(vcenter, original)
+    out.original = f"powered off ({files})"
+    aside = vt.rename_vm(vcenter, original, f"{vm.name}-replaced{vm.new_name[len(vm.name) :]}")
+    out.original = f"powered off and renamed {aside.name} ({files})"
+    try:
+        ref = vt.rename_vm(vcenter, restored, vm.name)
+    except Exception:
+        vt.rename_vm(vcenter, aside, vm.name)
+        out.original = f"powered off ({files})"
+        if was_on:
+            vt.power_on_vm(vcenter, original, "copied")
+        out.original = None  # back as it was
+        raise
+    out.restored_as = vm.name
+    vt.unregister_vm(vcenter, aside)
+    out.original = f"powered off and unregistered, never deleted: its files are at {files}"
+    return ref
 
 
 class Restore:
@@ -300,10 +340,14 @@ class Restore:
             try:
                 out = f.result()
             except Exception as exc:
-                out = VmOutcome(vm=vm.name, host=gr.plan.host, state="failed", error=brief(exc))
+                out = getattr(exc, "outcome", None) or VmOutcome(
+                    vm=vm.name, host=gr.plan.host, state="failed", error=brief(exc)
+                )
             gr.outcomes[vm.name] = out
             if out.restored_as:
                 self.effects.add("VM registered", out.restored_as, kept=out.kept)
+            if out.original:
+                self.effects.add(f"original VM {out.original}", vm.name, kept=True)
             if out.files:
                 self.effects.add(
                     f"files copied to [{out.datastore}] {vm.target_folder}",
@@ -494,6 +538,11 @@ class Restore:
             f"- finished with: {decision}" if decision else "",
             "",
             f"**Left behind:** {', '.join(leftovers)}" if leftovers else "Nothing was left behind.",
+            *(
+                ["", "**Kept on purpose:** " + "; ".join(kept)]
+                if (kept := self.effects.kept())
+                else []
+            ),
         ]
         create_markdown_artifact(key="restore-report", markdown="\n".join(lines))
         return {

@@ -73,6 +73,88 @@ def test_full_restore_can_replace_the_original_without_deleting_it(lab, lab_bloc
         assert not vs.power_on(back, "moved", 60)  # its location did not change: no question
 
 
+def test_a_replace_that_fails_puts_the_original_back(lab, lab_blocks, si, world, vclab):
+    """Giving the original's name to the restored VM fails: the original gets its name
+    back and runs again; the restored VM stays, and the run says so."""
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    vm = ds["vms"][1]
+    original = find(si, vim.VirtualMachine, vm)
+    moref = original._moId
+    before = world.snapshot()
+    # the first rename (original -> aside) passes, the second (restored -> original) fails
+    vclab.post(
+        "/faults", {"operation": "Rename_Task", "error": "InvalidName", "times": 1, "after": 1}
+    ).raise_for_status()
+    try:
+        state = restore_from_snapshot(
+            vms=[vm],
+            snapshot=ds["snapshots"][0],
+            operation="full_restore",
+            replace_original=True,
+            name_suffix="-rb",
+            return_state=True,
+        )
+        assert state.is_failed()
+        text = str(state.result(raise_on_failure=False))
+        assert f"{vm}: InvalidName" in text, text
+        assert f"kept: VM registered {vm}-rb" in text, text
+        assert "original VM" not in text, text  # it is back as it was
+        back = find(si, vim.VirtualMachine, vm)
+        assert back is not None and back._moId == moref
+        assert back.runtime.powerState == "poweredOn"
+        assert find(si, vim.VirtualMachine, f"{vm}-replaced-rb") is None
+        restored = find(si, vim.VirtualMachine, f"{vm}-rb")
+        assert restored.config.files.vmPathName == f"[ds-fc-01] {vm}-rb/{vm}.vmx"
+        after = world.snapshot()
+        for key in ("arrays", "datastores", "devices"):
+            assert after[key] == before[key], key
+    finally:
+        vclab.delete("/faults")
+        discard_vm(si, f"{vm}-rb")
+
+
+def test_a_replace_that_cannot_unregister_the_original_says_where_it_is(
+    lab, lab_blocks, si, world, vclab
+):
+    """The restored VM has taken the name; unregistering the original fails: the original
+    stays registered (powered off, renamed) and the run reports it as kept."""
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    vm = ds["vms"][1]
+    moref = find(si, vim.VirtualMachine, vm)._moId
+    before = world.snapshot()
+    vclab.post(
+        "/faults", {"operation": "UnregisterVM", "error": "InvalidState", "times": 1}
+    ).raise_for_status()
+    try:
+        state = restore_from_snapshot(
+            vms=[vm],
+            snapshot=ds["snapshots"][0],
+            operation="full_restore",
+            replace_original=True,
+            name_suffix="-ur",
+            return_state=True,
+        )
+        assert state.is_failed()
+        text = str(state.result(raise_on_failure=False))
+        assert f"{vm}: InvalidState" in text, text
+        assert f"kept: VM registered {vm}" in text, text
+        assert f"original VM powered off and renamed {vm}-replaced-ur" in text, text
+        aside = find(si, vim.VirtualMachine, f"{vm}-replaced-ur")
+        assert aside._moId == moref and aside.runtime.powerState == "poweredOff"
+        now = find(si, vim.VirtualMachine, vm)
+        assert now.config.files.vmPathName == f"[ds-fc-01] {vm}-ur/{vm}.vmx"
+        after = world.snapshot()
+        for key in ("arrays", "datastores", "devices"):
+            assert after[key] == before[key], key
+    finally:
+        vclab.delete("/faults")
+        discard_vm(si, vm)
+        aside = find(si, vim.VirtualMachine, f"{vm}-replaced-ur")
+        if aside is not None:  # put the lab's original back as it was
+            vs.wait(aside.Rename_Task(newName=vm), 60)
+            vs.power_on(aside, "copied", 60)
+
+
 @pytest.mark.parametrize("ds_name", ["ds-iscsi-01", "ds-nfs-01"])
 def test_vm_files_restore_copies_chosen_files(lab, lab_blocks, si, http, world, ds_name):
     ds = next(d for d in lab["datastores"] if d["name"] == ds_name)
