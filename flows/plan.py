@@ -199,6 +199,21 @@ def _accessible_from(ds: vim.Datastore, host: vim.HostSystem) -> bool:
     return any(m.key == host and m.mountInfo.accessible for m in ds.host or [])
 
 
+def migration_target_problem(si: vim.ServiceInstance, name: str, host: str) -> str | None:
+    """Say why VMs running on ``host`` cannot be moved to datastore ``name``, or None if
+    they can: it must exist, be mounted there, and not be a snapshot copy (deleted at the
+    end of the run)."""
+    if name.startswith("sr-"):
+        return f"datastore '{name}' is a snapshot copy, deleted after the run: pick another"
+    ds = vs.find_by_name(si, vim.Datastore, name)
+    if ds is None:
+        return f"migrate_to datastore '{name}' not found"
+    h = vs.find_by_name(si, vim.HostSystem, host)
+    if h is not None and not _accessible_from(ds, h):
+        return f"datastore '{name}' is not mounted on {host}, where the VMs run"
+    return None
+
+
 class Planner:
     """Builds a RestorePlan, collecting every problem instead of stopping at the first."""
 
@@ -453,7 +468,6 @@ class Planner:
 
     def _check_operation(self, v: VmPlan, vm: vim.VirtualMachine | None, g: GroupPlan) -> None:
         req = self.req
-        host = vs.find_by_name(self.si, vim.HostSystem, g.host)
         op = req.operation
         if op == Operation.vm_files:
             if not req.files:
@@ -474,13 +488,9 @@ class Planner:
         if needs_target:
             target = req.migrate_to or v.datastore
             v.target_datastore = target
-            tds = vs.find_by_name(self.si, vim.Datastore, target)
-            if tds is None:
-                self.fail(f"migrate_to datastore '{target}' not found")
-            elif host is not None and not _accessible_from(tds, host):
-                self.fail(
-                    f"datastore '{target}' is not mounted on {g.host}, where {v.name} will run"
-                )
+            problem = migration_target_problem(self.si, target, g.host)
+            if problem:
+                self.fail(problem)
         if op == Operation.full_restore and req.replace_original and vm is None:
             self.fail(
                 f"replace_original: VM '{v.name}' is not in the inventory, "

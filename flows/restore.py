@@ -20,7 +20,13 @@ from blocks.registry import load_arrays
 from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
 from flows.params import Decision, Finish, NetworkMode, Operation, ProtocolChoice
-from flows.plan import PlanError, RestorePlan, RestoreRequest, make_plan
+from flows.plan import (
+    PlanError,
+    RestorePlan,
+    RestoreRequest,
+    make_plan,
+    migration_target_problem,
+)
 from flows.run import Restore, RestoreError
 from tasks.retry import step_options
 
@@ -180,26 +186,41 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
     if not running:
         return "stop (nothing is running)"
     names = ", ".join(o.restored_as or o.vm for o in running)
-    try:
-        decision = pause_flow_run(
-            wait_for_input=InstantRecoveryDecision.with_initial_data(
-                description=(
-                    f"**Instant recovery** — {names} run from a snapshot copy.\n\n"
-                    "Choose **migrate** to move them to production storage and keep them, or "
-                    "**stop** to power them off and remove the copy."
+    hosts = sorted({o.host for o in running})
+    deadline = time.monotonic() + settings().pause_timeout_s
+    problem = ""
+    for attempt in range(1, 1000):
+        try:
+            decision = pause_flow_run(
+                wait_for_input=InstantRecoveryDecision.with_initial_data(
+                    description=(
+                        (f"**Not done: {problem}.** Choose again.\n\n" if problem else "")
+                        + f"**Instant recovery** — {names} run from a snapshot copy.\n\n"
+                        "Choose **migrate** to move them to production storage and keep them, "
+                        "or **stop** to power them off and remove the copy."
+                    ),
+                    action=Decision.stop,
                 ),
-                action=Decision.stop,
-            ),
-            timeout=settings().pause_timeout_s,
-            poll_interval=2,
-            key=f"ir-{restore_id[:8]}",
-        )
-    except FlowPauseTimeout:
-        log.warning(
-            "no decision within %ss: stopping the instant recovery", settings().pause_timeout_s
-        )
-        return "stop (no decision in time)"
-    if decision.action == Decision.migrate:
-        run.migrate(decision.migrate_to)
+                timeout=max(1, int(deadline - time.monotonic())),
+                poll_interval=2,
+                key=f"ir-{restore_id[:8]}-{attempt}",  # a pause key fires only once
+            )
+        except FlowPauseTimeout:
+            log.warning(
+                "no decision within %ss: stopping the instant recovery",
+                settings().pause_timeout_s,
+            )
+            return "stop (no decision in time)"
+        if decision.action != Decision.migrate:
+            return "stop"
+        target = decision.migrate_to
+        if target:
+            si = run.vc.connect()
+            found = (migration_target_problem(si, target, h) for h in hosts)
+            problem = next((p for p in found if p), "")
+            if problem:
+                log.error("cannot migrate: %s; pausing again for a decision", problem)
+                continue
+        run.migrate(target)
         return "migrate"
     return "stop"

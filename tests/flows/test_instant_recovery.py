@@ -161,6 +161,62 @@ def test_wait_for_user_pauses_with_the_vms_running_from_the_copy(lab, lab_blocks
     assert after["datastores"] == before["datastores"] and after["vms"] == before["vms"]
 
 
+def _pause_key(run_id: str, timeout: float = 60) -> str:
+    """Wait until the run is paused; return the key of that pause."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(run_id).state
+            if state is not None and state.is_paused():
+                return state.state_details.pause_key or ""
+            time.sleep(0.2)
+    raise TimeoutError("the restore did not pause")
+
+
+def test_a_migration_target_chosen_in_the_form_is_checked_before_anything_moves(
+    lab, lab_blocks, world
+):
+    """Migrating onto the snapshot copy (deleted at the end) or a datastore that does not
+    exist is refused, and the run pauses again for another decision."""
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-iscsi-02")
+    before = world.snapshot()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        box["state"] = restore_from_snapshot(
+            vms=ds["vms"][:1],
+            snapshot=ds["snapshots"][0],
+            finish="wait_for_user",
+            name_suffix="-ask",
+            return_state=True,
+        )
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        run_id = _paused_run_id()
+        keys = [_pause_key(run_id)]
+        restored = next(v for v in world.vclab.state()["vms"] if v["name"].endswith("-ask"))
+        copy_ds = restored["path"].split("]")[0][1:]
+        for target in (copy_ds, "no-such-ds"):
+            resume_flow_run(run_id, run_input={"action": "migrate", "migrate_to": target})
+            deadline = time.monotonic() + 60
+            while (key := _pause_key(run_id)) == keys[-1] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            keys.append(key)
+            vm = next(v for v in world.vclab.state()["vms"] if v["name"].endswith("-ask"))
+            assert vm["path"].startswith(f"[{copy_ds}]")  # not moved
+        assert len(set(keys)) == 3, keys
+        resume_flow_run(run_id, run_input={"action": "stop"})
+    finally:
+        t.join(timeout=120)
+    state = box["state"]
+    assert state.is_completed(), state
+    after = world.snapshot()
+    for key in ("arrays", "datastores", "vms", "devices"):
+        assert after[key] == before[key], key
+
+
 def test_a_host_limit_below_the_vm_count_throttles_steps_and_never_deadlocks(
     lab, lab_blocks, world
 ):
