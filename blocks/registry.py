@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect.client.orchestration import get_client
+from prefect.exceptions import PrefectHTTPStatusError
 
 from blocks.arrays import StorageArray
 from blocks.hpe import HpePrimeraArray
@@ -32,8 +33,10 @@ def saved_array_names() -> dict[str, type[StorageArray]]:
         for t in ARRAY_TYPES:
             try:
                 docs = client.read_block_documents_by_type(t.get_block_type_slug())
-            except Exception:  # the type was never registered: no block of it exists
-                continue
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                continue  # the type was never registered: no block of it exists
             for doc in docs:
                 if doc.name and not doc.is_anonymous:
                     out[doc.name] = t

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect.client.orchestration import get_client
 from pyVmomi import vim
 
+from blocks.errors import brief
 from blocks.registry import saved_array_names
 from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
 from tasks import vsphere as vs
+
+log = logging.getLogger(__name__)
 
 
 def limit_tags(vcenter: str = "default") -> dict[str, int]:
@@ -19,7 +24,17 @@ def limit_tags(vcenter: str = "default") -> dict[str, int]:
         vc = VCenterCredentials.load(vcenter)
     except ValueError:
         return tags  # no vCenter block yet: host limits come with the next serve
-    for host in vs.names(vc.connect(), vim.HostSystem):
+    try:
+        hosts = vs.names(vc.connect(), vim.HostSystem)
+    except Exception as exc:  # serving must not depend on vCenter being up right now
+        log.warning(
+            "vCenter block '%s' unreachable (%s): per-host limits not created; they will be "
+            "at the next serve",
+            vcenter,
+            brief(exc),
+        )
+        return tags
+    for host in hosts:
         tags[f"esxi-{host}"] = s.host_concurrency
     return tags
 

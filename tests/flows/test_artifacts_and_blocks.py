@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,22 @@ def test_block_types_register_with_one_command(prefect_api):
     assert r.returncode == 0, r.stderr
     for slug in ("vcenter-credentials", "hpe-primera-array", "netapp-ontap-array"):
         assert f"registered block type {slug}" in r.stdout
+
+
+def test_limits_without_a_reachable_vcenter_still_cover_every_array(lab_blocks, caplog):
+    """Serving must not fail because vCenter is down: array limits are made, host limits
+    are skipped with a warning that says when they will come."""
+    from deployments.limits import limit_tags
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    VCenterCredentials(host="127.0.0.1", port=port, user="u", password="p", timeout_s=5).save(
+        "unreachable", overwrite=True
+    )
+    tags = limit_tags("unreachable")
+    assert {"array-primera1", "array-ontap1"} <= set(tags)
+    assert not [t for t in tags if t.startswith("esxi-")]
+    assert "vCenter block 'unreachable' unreachable" in caplog.text
+    full = limit_tags("default")
+    assert {"esxi-esx-01", "esxi-esx-02", "esxi-esx-03"} <= set(full)
