@@ -33,7 +33,7 @@ class ArrayAuthError(ArrayError):
 
 
 class ArrayTransientError(ArrayError):
-    """A failure worth retrying: HTTP 429/5xx, a dropped connection, a busy array."""
+    """A failure worth retrying: HTTP 408/429/502/503/504, a dropped connection, a busy array."""
 
 
 class ArrayUnsupported(ArrayError):

@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote
 import requests
 from pydantic import Field
 
-from blocks.arrays import RestClient, StorageArray
+from blocks.arrays import TRANSIENT_STATUS, RestClient, StorageArray
 from blocks.errors import (
     ArrayAuthError,
     ArrayConflict,
@@ -77,7 +77,6 @@ EXPORTED_VLUN = 26
 EXISTENT_PATH = 73
 VV_IN_USE_BUSY = 151  # volume busy with a background task: try again later
 
-TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
 BUSY_CODES = frozenset({VV_IN_USE_BUSY})
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")

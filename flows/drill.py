@@ -77,7 +77,13 @@ def select_vms(
                 chosen[vm.name] = bool(vm.guest.ipAddress)
     for name in vms:
         vm = vs.find_by_name(si, vim.VirtualMachine, name)
-        chosen[name] = bool(vm.guest.ipAddress) if vm is not None else False
+        if vm is None:
+            problems.append(
+                f"VM '{name}' is not in the inventory: a drill verifies VMs that exist "
+                "(restore a deleted VM with restore-from-snapshot and its 'datastore')"
+            )
+            continue
+        chosen[name] = bool(vm.guest.ipAddress)
     if problems:
         raise PlanError(problems)
     if not chosen:
@@ -165,7 +171,8 @@ def restore_drill(
         vms: VMs to verify.
         datastores: Verify every VM of these datastores as well.
         snapshot: Which snapshot (default the latest; a name or `latest-before:<time>`).
-        target_host: ESXi host to run the drill on (default: each VM's own).
+        target_host: ESXi host to run the drill on (default, per datastore: the host of
+            its first VM, else the first connected host by name that can reach the array).
         deadline_s: Seconds a VM has, from power-on, to show a tools heartbeat (and IP).
         require_ip: auto (an IP when the production VM reports one), always or never.
         max_boot_s: Optional check: fail a VM that takes longer than this to show its heartbeat.

@@ -94,13 +94,14 @@ def restore_from_snapshot(
         operation: instant_recovery (run the VMs from the copy), full_restore (copy them
             back to production storage) or vm_files (copy chosen files out).
         datastore: Production datastore of VMs that are no longer in the inventory.
-        target_host: ESXi host to present the copy to (default: the VM's own host, or
-            another connected host that can reach the array).
+        target_host: ESXi host to present the copy to (default, per datastore: the host
+            of its first listed VM, else the first connected host by name that can reach
+            the array).
         protocol: How the host reaches the copy; auto follows the datastore and the host.
         power_on: Power the restored VMs on.
         network: keep the NICs as they were, or start them disconnected (isolated).
         name_suffix: Appended to each VM's name to name its restored copy
-            (default `-sr-<run id>`).
+            (default `-sr-` and the first 6 characters of the run id).
         finish: Instant recovery only: stop (verify, then tear down), migrate (Storage
             vMotion to production and keep), or wait_for_user (pause for a decision).
         migrate_to: Datastore for migrate and full restore (default: the VM's original).

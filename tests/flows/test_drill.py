@@ -80,9 +80,11 @@ def test_a_vm_whose_tools_never_start_fails_the_drill_with_a_clear_artifact(
     assert world.bad_events_since(before["events"]) == []
 
 
-def test_a_drill_with_an_unknown_datastore_fails_before_anything(lab, lab_blocks, world):
+def test_a_drill_with_an_unknown_datastore_or_vm_fails_before_anything(lab, lab_blocks, world):
     before = world.snapshot()
-    state = restore_drill(datastores=["no-such-ds"], return_state=True)
+    state = restore_drill(datastores=["no-such-ds"], vms=["no-such-vm"], return_state=True)
     assert state.is_failed()
-    assert "datastore 'no-such-ds' not found" in str(state.result(raise_on_failure=False))
+    text = str(state.result(raise_on_failure=False))
+    assert "datastore 'no-such-ds' not found" in text, text
+    assert "VM 'no-such-vm' is not in the inventory: a drill verifies VMs that exist" in text
     assert world.snapshot() == before
