@@ -14,6 +14,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import logging
+import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -37,12 +39,14 @@ from blocks.models import (
     SnapshotCopy,
 )
 
+log = logging.getLogger(__name__)
 _ca_files: dict[str, str] = {}
 _ca_lock = threading.Lock()
 
 
 def ca_file(pem: str) -> str:
-    """Return the path of a file holding ``pem`` (written once per process)."""
+    """Return the path of a file holding ``pem`` (written once per process, removed when
+    the process exits)."""
     digest = hashlib.sha256(pem.encode()).hexdigest()
     with _ca_lock:
         path = _ca_files.get(digest)
@@ -53,6 +57,15 @@ def ca_file(pem: str) -> str:
                 f.write(pem)
             path = _ca_files[digest] = f.name
         return path
+
+
+@atexit.register
+def _remove_ca_files() -> None:
+    with _ca_lock:
+        for path in _ca_files.values():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        _ca_files.clear()
 
 
 TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
@@ -151,10 +164,19 @@ class StorageArray(Block, ABC):
     def session(self) -> Any:
         """Return this process's live session for the array (created on first use)."""
         secret = hashlib.sha256(self.password.get_secret_value().encode()).hexdigest()[:16]
-        key = f"{type(self).__name__}|{self.url}|{self.user}|{secret}|{self._verify()}"
+        key = (
+            f"{type(self).__name__}|{self.url}|{self.user}|{secret}|{self._verify()}"
+            f"|{self.timeout_s}"
+        )
         with _sessions_lock:
             s = _sessions.get(key)
             if s is None:
+                if not self.verify_tls:
+                    log.warning(
+                        "array %s: TLS certificate verification is OFF (verify_tls=false); "
+                        "set ca_certificate instead so the credentials cannot be intercepted",
+                        self.name,
+                    )
                 s = _sessions[key] = self._open_session()
             return s
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import logging
 import ssl
 import threading
 from typing import Any
@@ -14,6 +15,7 @@ from pydantic import Field, SecretStr
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
+log = logging.getLogger(__name__)
 _connections: dict[str, Any] = {}
 _lock = threading.Lock()
 
@@ -46,7 +48,10 @@ class VCenterCredentials(Block):
 
     def _key(self) -> str:
         secret = hashlib.sha256(self.password.get_secret_value().encode()).hexdigest()[:16]
-        return f"{self.host}:{self.port}|{self.user}|{secret}|{self.verify_tls}"
+        ca = hashlib.sha256((self.ca_certificate or "").encode()).hexdigest()[:16]
+        return (
+            f"{self.host}:{self.port}|{self.user}|{secret}|{self.verify_tls}|{ca}|{self.timeout_s}"
+        )
 
     def ssl_context(self) -> ssl.SSLContext:
         """Return the TLS context vCenter connections use."""
@@ -69,6 +74,12 @@ class VCenterCredentials(Block):
                     Disconnect(si)
                 si = None
             if si is None:
+                if not self.verify_tls:
+                    log.warning(
+                        "vCenter %s: TLS certificate verification is OFF (verify_tls=false); "
+                        "set ca_certificate instead so the credentials cannot be intercepted",
+                        self.host,
+                    )
                 si = _connections[key] = SmartConnect(
                     host=self.host,
                     port=self.port,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -674,3 +676,32 @@ def test_tls_needs_the_arrays_ca_even_with_requests_ca_bundle_set(lab, cfg, monk
     with pytest.raises(ArrayError, match="ca_certificate") as err:
         block.describe()
     assert not isinstance(err.value, ArrayTransientError)  # retrying cannot cure it
+
+
+def test_verification_off_works_but_warns_and_settings_do_not_share_a_session(lab, cfg, caplog):
+    plain = make_block(lab, cfg, ca_certificate=None, verify_tls=False)
+    with caplog.at_level("WARNING", logger="blocks.arrays"):
+        assert plain.describe().vendor == "hpe_primera"
+    assert "TLS certificate verification is OFF" in caplog.text
+    a, b = make_block(lab, cfg), make_block(lab, cfg, timeout_s=5)
+    assert a.session() is not b.session()  # the timeout is part of the session
+    assert a.session() is make_block(lab, cfg).session()
+    close_all()
+
+
+def test_ca_files_written_for_requests_are_removed_when_the_process_ends(lab):
+    code = (
+        "from pathlib import Path; from blocks.arrays import ca_file; "
+        f"p = ca_file(Path({lab['ca_bundle']!r}).read_text()); "
+        "assert Path(p).exists(); print(p)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    path = Path(r.stdout.strip())
+    assert path.name.startswith("snaprestore-ca-") and not path.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 
 import pytest
 from pyVmomi import vim
@@ -165,3 +166,26 @@ def test_vcenter_checks_credentials_and_its_certificate_is_the_lab_cas(lab):
             pwd=vc["password"],
             sslContext=ssl.create_default_context(cafile="/etc/ssl/certs/ca-certificates.crt"),
         )
+
+
+def test_the_vcenter_block_keys_its_session_on_every_connection_setting(lab, caplog):
+    from pathlib import Path
+
+    from blocks.vcenter import VCenterCredentials
+
+    vc = lab["vcenter"]
+    base = {"host": vc["host"], "port": vc["port"], "user": vc["user"], "password": vc["password"]}
+    ca = Path(lab["ca_bundle"]).read_text()
+    verified = VCenterCredentials(**base, ca_certificate=ca)
+    assert verified.connect() is VCenterCredentials(**base, ca_certificate=ca).connect()
+    assert (
+        verified.connect()
+        is not VCenterCredentials(**base, ca_certificate=ca, timeout_s=30).connect()
+    )
+    with caplog.at_level("WARNING", logger="blocks.vcenter"):
+        plain = VCenterCredentials(**base, verify_tls=False).connect()
+    assert plain.content.about.apiType == "VirtualCenter"
+    assert "TLS certificate verification is OFF" in caplog.text
+    # without the lab's CA it is not handed the session the block with it opened
+    with pytest.raises(ssl.SSLCertVerificationError):
+        VCenterCredentials(**base).connect()
