@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from deployments.server import start_server
+from deployments.server import api_request, start_server
 from lab import control
 from lab.process import python_module, spawn, stop, wait_until
 
@@ -38,15 +36,6 @@ def _env(api: str) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
     }
-
-
-def _http(method: str, url: str, **kwargs: Any) -> requests.Response:
-    for attempt in range(8):
-        r = requests.request(method, url, timeout=30, **kwargs)
-        if r.status_code not in (429, 503):
-            return r
-        time.sleep(min(2**attempt * 0.25, 5))
-    return r
 
 
 def measure(info: dict[str, Any], tmp: Path, database_url: str | None, runs: int) -> list[dict]:
@@ -66,25 +55,25 @@ def measure(info: dict[str, Any], tmp: Path, database_url: str | None, runs: int
         api = server.api_url
         name = "restore-from-snapshot/default"
         wait_until(
-            lambda: _http("GET", f"{api}/deployments/name/{name}").ok, 120, "serve", pid=serve
+            lambda: api_request("GET", f"{api}/deployments/name/{name}").ok, 120, "serve", pid=serve
         )
-        dep = _http("GET", f"{api}/deployments/name/{name}").json()
+        dep = api_request("GET", f"{api}/deployments/name/{name}").json()
         ds = next(d for d in info["datastores"] if d["name"] == "ds-iscsi-01")
         out = []
         for _ in range(runs):
             start = time.monotonic()
-            run = _http(
+            run = api_request(
                 "POST",
                 f"{api}/deployments/{dep['id']}/create_flow_run",
                 json={"parameters": {"vms": ds["vms"], "finish": "stop"}},
             ).json()
             while True:
-                run = _http("GET", f"{api}/flow_runs/{run['id']}").json()
+                run = api_request("GET", f"{api}/flow_runs/{run['id']}").json()
                 if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                     break
                 time.sleep(0.2)
             total = time.monotonic() - start
-            arts = _http(
+            arts = api_request(
                 "POST",
                 f"{api}/artifacts/filter",
                 json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},

@@ -19,7 +19,7 @@ import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import requests
@@ -66,6 +66,20 @@ def _remove_ca_files() -> None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         _ca_files.clear()
+
+
+_locks: dict[tuple[str, ...], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def resource_lock(*key: str) -> Iterator[None]:
+    """Hold, within this process, the lock of one array resource (e.g. a host's access on
+    one array): calls that create or remove it do not interleave."""
+    with _locks_guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:
+        yield
 
 
 TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})

@@ -20,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote
@@ -29,7 +28,7 @@ from urllib.parse import quote, unquote
 import requests
 from pydantic import Field
 
-from blocks.arrays import TRANSIENT_STATUS, RestClient, StorageArray
+from blocks.arrays import TRANSIENT_STATUS, RestClient, StorageArray, resource_lock
 from blocks.errors import (
     ArrayAuthError,
     ArrayConflict,
@@ -80,8 +79,6 @@ VV_IN_USE_BUSY = 151  # volume busy with a background task: try again later
 BUSY_CODES = frozenset({VV_IN_USE_BUSY})
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-_host_locks: dict[tuple[str, str], threading.Lock] = {}
-_host_locks_guard = threading.Lock()
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -271,15 +268,6 @@ def _is_ours(host: dict[str, Any]) -> bool:
 def _vlun_id(vlun: dict[str, Any]) -> str:
     parts = (str(vlun["volumeName"]), str(vlun["lun"]), str(vlun["hostname"]))
     return ",".join(_enc(p) for p in parts)
-
-
-@contextmanager
-def _host_lock(array_url: str, host: str) -> Iterator[None]:
-    """Serialise, in this process, the calls that create or remove ``host``'s access."""
-    with _host_locks_guard:
-        lock = _host_locks.setdefault((array_url, host), threading.Lock())
-    with lock:
-        yield
 
 
 class HpePrimeraArray(StorageArray):
@@ -670,7 +658,7 @@ class HpePrimeraArray(StorageArray):
         initiators = self._check_protocol(protocol, host)
         run = copy.tag.run if copy.tag is not None else copy.name
         lun = -1
-        with _host_lock(self.url, host.name):
+        with resource_lock(self.url, "host", host.name):
             for attempt in (1, 2):
                 target = self._find_host(initiators, protocol)
                 if target is None:
@@ -694,7 +682,7 @@ class HpePrimeraArray(StorageArray):
         if protocol not in ("iscsi", "fc"):
             return
         initiators = _initiators(host, protocol)
-        with _host_lock(self.url, host.name):
+        with resource_lock(self.url, "host", host.name):
             target = self._find_host(initiators, protocol) if initiators else None
             if target is None:
                 return

@@ -27,9 +27,7 @@ import hashlib
 import ipaddress
 import re
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -38,7 +36,7 @@ import requests
 from pydantic import Field
 from requests.auth import HTTPBasicAuth
 
-from blocks.arrays import TRANSIENT_STATUS, RestClient, StorageArray
+from blocks.arrays import TRANSIENT_STATUS, RestClient, StorageArray, resource_lock
 from blocks.errors import (
     ArrayAuthError,
     ArrayConflict,
@@ -313,19 +311,6 @@ class OntapSession:
         except ValueError:
             return {}
         return data if isinstance(data, dict) else {}
-
-
-_host_locks: dict[tuple[str, str, str], threading.Lock] = {}
-_host_locks_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def _host_lock(url: str, svm: str, host: str) -> Iterator[None]:
-    """Serialise presentations to one host of one SVM within this process."""
-    with _host_locks_guard:
-        lock = _host_locks.setdefault((url, svm, host), threading.Lock())
-    with lock:
-        yield
 
 
 # ---- the block --------------------------------------------------------------------------------
@@ -754,7 +739,7 @@ class NetAppOntapArray(StorageArray):
             raise ArrayUnsupported(
                 f"protocol {protocol!r} is not one ONTAP serves (iscsi, fc, nfs)", array=self.name
             )
-        with _host_lock(self.url, self._svm(), host.name):
+        with resource_lock(self.url, self._svm(), "host", host.name):
             if protocol == "nfs":
                 return self._present_nfs(copy, host)
             return self._present_san(copy, host, protocol)
@@ -770,7 +755,7 @@ class NetAppOntapArray(StorageArray):
             raise ArrayUnsupported(
                 f"protocol {protocol!r} is not one ONTAP serves (iscsi, fc, nfs)", array=self.name
             )
-        with _host_lock(self.url, self._svm(), host.name):
+        with resource_lock(self.url, self._svm(), "host", host.name):
             if protocol == "nfs":
                 self._unpresent_nfs(copy, host)
             else:

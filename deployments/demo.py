@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from deployments.server import LocalServer, start_server
+from deployments.server import LocalServer, api_request, start_server
 from lab import control
 from lab.process import alive, python_module, spawn, stop, wait_until
 
@@ -44,16 +42,6 @@ def _client_env(api_url: str) -> dict[str, str]:
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _http(method: str, url: str, **kwargs: Any) -> requests.Response:
-    """Call the Prefect API, retrying 429/503 as Prefect's own client does (SQLite, busy)."""
-    for attempt in range(8):
-        r = requests.request(method, url, timeout=30, **kwargs)
-        if r.status_code not in (429, 503):
-            return r
-        time.sleep(min(2**attempt * 0.25, 5))
-    return r
 
 
 def demo(directory: Path, stop_at_end: bool = False) -> int:
@@ -143,7 +131,7 @@ def _wait_for_deployment(api: str, name: str, serve_pid: int, directory: Path) -
     found: dict[str, Any] = {}
 
     def ready() -> bool:
-        r = _http("GET", f"{api}/deployments/name/{name}")
+        r = api_request("GET", f"{api}/deployments/name/{name}")
         if r.ok:
             found.update(r.json())
         return r.ok
@@ -163,7 +151,7 @@ def _restore(
         f"\ntriggering restore-from-snapshot/default through the REST API: "
         f"{', '.join(ds['vms'])} from the latest snapshot of {ds['name']}"
     )
-    r = _http(
+    r = api_request(
         "POST",
         f"{api}/deployments/{deployment['id']}/create_flow_run",
         json={"parameters": params, "tags": ["demo", "api-triggered"]},
@@ -173,7 +161,7 @@ def _restore(
     _say(f"flow run {run['name']} ({run['id']}) scheduled; waiting for it")
     start = time.monotonic()
     while True:
-        run = _http("GET", f"{api}/flow_runs/{run['id']}").json()
+        run = api_request("GET", f"{api}/flow_runs/{run['id']}").json()
         state = run["state"]["type"] if run.get("state") else "PENDING"
         if state in TERMINAL:
             break
@@ -186,7 +174,7 @@ def _restore(
 
 
 def _artifacts(api: str, run_id: str) -> dict[str, Any]:
-    r = _http(
+    r = api_request(
         "POST", f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     )
     r.raise_for_status()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -73,3 +75,14 @@ def start_server(
         server.stop()
         raise
     return server
+
+
+def api_request(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """Call the Prefect REST API, retrying 429/503 as Prefect's own client does (a busy
+    SQLite server answers them); return the last response."""
+    for attempt in range(8):
+        r = requests.request(method, url, timeout=30, **kwargs)
+        if r.status_code not in (429, 503):
+            return r
+        time.sleep(min(2**attempt * 0.25, 5))
+    return r

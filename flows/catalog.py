@@ -10,12 +10,10 @@ order on every exit path. The snapshot itself is never mounted.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 from pyVmomi import vim
 
@@ -35,7 +33,7 @@ from flows.plan import (
     mount_name,
     select_snapshot,
 )
-from flows.run import Restore
+from flows.run import Restore, current_run_id
 from tasks import vsphere as vs
 from tasks.array_tasks import copy_key
 from tasks.catalog_tasks import FoundVm, find_vms
@@ -218,10 +216,6 @@ def plan_catalog_task(
     )
 
 
-def _catalog_id() -> str:
-    return str(flow_run.get_id() or uuid.uuid4())
-
-
 def _blank(value: str | None) -> str | None:
     return (value.strip() or None) if value is not None else None
 
@@ -341,7 +335,7 @@ def snapshot_catalog(
     started_at = time.time()
     datastore, vm, snapshot = _blank(datastore), _blank(vm), _blank(snapshot)
     check_subject(datastore, vm)  # before loading anything
-    catalog_id = _catalog_id()
+    catalog_id = current_run_id()
     try:
         vc = VCenterCredentials.load(vcenter)
     except ValueError as exc:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import time
-import uuid
 from typing import Literal
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
-from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 from pyVmomi import vim
@@ -29,7 +27,7 @@ from blocks.vcenter import VCenterCredentials
 from flows.params import Finish, NetworkMode, Operation
 from flows.plan import GroupPlan, PlanError, RestorePlan, RestoreRequest, VmPlan
 from flows.restore import plan_restore
-from flows.run import Restore, RestoreError
+from flows.run import Restore, RestoreError, current_run_id
 from tasks import vsphere as vs
 from tasks import vsphere_tasks as vt
 from tasks.retry import step_options
@@ -181,7 +179,7 @@ def restore_drill(
         arrays: Names of the array blocks to use (default: every saved array block).
     """
     log = get_run_logger()
-    restore_id = str(flow_run.get_id() or uuid.uuid4())
+    restore_id = current_run_id()
     vc = VCenterCredentials.load(vcenter)
     array_blocks = load_arrays(arrays)
     checks = DrillChecks(

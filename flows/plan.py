@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
 from pyVmomi import vim
@@ -168,11 +167,7 @@ def _paths_to(host: vim.HostSystem, naa: str) -> set[str]:
     storage = host.config.storageDevice
     if lun is None or storage.multipathInfo is None:
         return set()
-    kinds = {
-        a.key: ("iscsi" if isinstance(a, vim.host.InternetScsiHba) else "fc")
-        for a in storage.hostBusAdapter
-        if isinstance(a, vim.host.InternetScsiHba | vim.host.FibreChannelHba)
-    }
+    kinds = vs.adapter_protocols(storage.hostBusAdapter)
     out = set()
     for mp in storage.multipathInfo.lun or []:
         if mp.lun == lun.key:
@@ -508,8 +503,3 @@ def make_plan(
 ) -> RestorePlan:
     """Validate ``request`` against vCenter and the arrays; return the plan or raise PlanError."""
     return Planner(si, arrays, request, restore_id).build()
-
-
-def plan_as_dict(plan: RestorePlan) -> dict[str, Any]:
-    """Return the plan as JSON-able data."""
-    return plan.model_dump(mode="json")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -11,7 +10,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -27,7 +25,7 @@ from flows.plan import (
     make_plan,
     migration_target_problem,
 )
-from flows.run import Restore, RestoreError
+from flows.run import Restore, RestoreError, current_run_id
 from tasks.retry import step_options
 
 
@@ -53,10 +51,6 @@ def plan_restore(
 ) -> RestorePlan:
     """Resolve and validate the whole request; nothing is created anywhere."""
     return make_plan(vcenter.connect(), arrays, request, restore_id)
-
-
-def _restore_id() -> str:
-    return str(flow_run.get_id() or uuid.uuid4())
 
 
 @flow(
@@ -116,7 +110,7 @@ def restore_from_snapshot(
     """
     log = get_run_logger()
     started_at = time.time()
-    restore_id = _restore_id()
+    restore_id = current_run_id()
     request = RestoreRequest(
         vms=vms,
         datastore=datastore,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from prefect import get_run_logger, tags, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from blocks.arrays import StorageArray
@@ -136,6 +138,12 @@ class GroupRun:
     @property
     def block(self) -> bool:
         return self.plan.protocol != "nfs"
+
+
+def current_run_id() -> str:
+    """Return the id of the flow run in progress (a fresh uuid outside of one); it names
+    and tags everything the run creates."""
+    return str(flow_run.get_id() or uuid.uuid4())
 
 
 class RestoreError(Exception):

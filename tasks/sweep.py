@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from pyVmomi import vim, vmodl
 
 from blocks.models import CopyTag, SnapshotCopy
-from tasks.vsphere import split_ds_path
+from tasks.vsphere import adapter_protocols, split_ds_path
 
 TAG_FIELD = "snaprestore"  # the custom attribute tasks.vsphere_tasks._tag writes
 
@@ -214,11 +214,7 @@ def _vm(item: dict[str, Any], key: int | None, host_names: dict[str, str]) -> Se
 def _host_devices(item: dict[str, Any]) -> list[HostDevice]:
     """Return every naa device of one host, with attach state and path protocols."""
     host = item.get("name", "")
-    kinds = {
-        a.key: ("iscsi" if isinstance(a, vim.host.InternetScsiHba) else "fc")
-        for a in item.get("config.storageDevice.hostBusAdapter") or []
-        if isinstance(a, vim.host.InternetScsiHba | vim.host.FibreChannelHba)
-    }
+    kinds = adapter_protocols(item.get("config.storageDevice.hostBusAdapter"))
     multipath = item.get("config.storageDevice.multipathInfo")
     paths: dict[str, set[str]] = {}
     for mp in (multipath.lun if multipath is not None else None) or []:

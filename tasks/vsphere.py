@@ -110,6 +110,15 @@ def sw_iscsi_adapter(host: vim.HostSystem) -> vim.host.InternetScsiHba | None:
     )
 
 
+def adapter_protocols(adapters: list[vim.host.HostBusAdapter] | None) -> dict[str, str]:
+    """Return adapter key -> "iscsi" or "fc" for the block-storage adapters among ``adapters``."""
+    return {
+        a.key: ("iscsi" if isinstance(a, vim.host.InternetScsiHba) else "fc")
+        for a in adapters or []
+        if isinstance(a, vim.host.InternetScsiHba | vim.host.FibreChannelHba)
+    }
+
+
 def fc_adapters(host: vim.HostSystem) -> list[vim.host.FibreChannelHba]:
     """Return the host's online FC adapters."""
     return [
