@@ -60,6 +60,7 @@ class FabricLun(BaseModel):
     exports: list[LunExport] = Field(default_factory=list)
     iscsi_targets: list[IscsiTarget] = Field(default_factory=list)
     fc_targets: list[str] = Field(default_factory=list)  # target WWPNs, canonical form
+    read_only: bool = False  # a snapshot exported as is: a host cannot resignature it
 
 
 class NfsRule(BaseModel):

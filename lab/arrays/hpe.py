@@ -1165,6 +1165,7 @@ class HpeEmulator(ArrayEmulator):
                     exports=exports,
                     iscsi_targets=targets,
                     fc_targets=fc_targets,
+                    read_only=v["readOnly"],
                 )
             )
         return Fabric(array=self.config.name, vendor=self.vendor, generation=0, luns=luns)

@@ -36,6 +36,7 @@ type FabricLun struct {
 	Exports      []LunExport   `json:"exports"`
 	IscsiTargets []IscsiTarget `json:"iscsi_targets"`
 	FcTargets    []string      `json:"fc_targets"`
+	ReadOnly     bool          `json:"read_only"` // a snapshot exported as is: hosts cannot write it
 }
 
 type NfsRule struct {

@@ -372,6 +372,10 @@ func (l *Lab) resignature(h *hostState, paths []string) (types.AnyType, *soap.Fa
 	if d == nil || !d.Attached || d.Lost || !l.hasPath(h, naa) {
 		return nil, fault(fmt.Sprintf("device %s is not visible on %s (present the LUN, then rescan the adapter)", p, h.Name), &types.NotFound{})
 	}
+	if ref := l.findLun(naa); ref != nil && ref.Lun.ReadOnly {
+		return nil, fault("cannot write a new signature on "+p+": the device is read-only "+
+			"(present a read-write copy of the snapshot instead)", &types.HostConfigFault{})
+	}
 	hdr := readVmfsHeader(d.ContentDir)
 	if hdr == nil {
 		return nil, fault("no VMFS volume on "+p, &types.HostConfigFault{})

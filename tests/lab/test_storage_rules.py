@@ -8,7 +8,7 @@ import pytest
 from pyVmomi import vim
 
 from tests.support.fixtures import copy_name, mounted_copy, register
-from tests.support.storage_ops import ops_for
+from tests.support.storage_ops import Copy, ops_for
 from tests.support.vcenter import find, host
 from tests.support.vsphere_steps import (
     attach_disk,
@@ -396,3 +396,29 @@ def test_unmount_is_refused_while_a_vm_elsewhere_uses_a_disk_on_the_volume(lab, 
             detach_disk(prod, added)
         assert prod not in mc.ds.vm and mc.ds not in prod.datastore
         assert prod.runtime.powerState == "poweredOn"
+
+
+def test_a_read_only_snapshot_exported_as_is_cannot_be_resignatured(lab, si):
+    """The product must present a read-write copy: a host that sees the array's read-only
+    snapshot itself finds the unresolved volume but cannot write a new signature on it."""
+    ds_cfg = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    ops = ops_for(lab, "primera1")
+    snap = ops.snapshot_full_name(ds_cfg["volume"], ds_cfg["snapshots"][0])
+    wwn = ops._ok(ops.http.get(f"{ops.base}/volumes/{snap}")).json()["wwn"]
+    exported = Copy(name=snap, naa="naa." + wwn.lower())
+    h_cfg = lab["hosts"][0]
+    esx = host(si, h_cfg["name"])
+    try:
+        ops.present(exported, h_cfg, "fc")
+        rescan(esx, "fc")
+        vol = unresolved(esx, exported.naa)
+        spec = vim.host.UnresolvedVmfsResignatureSpec(extentDevicePath=[vol.extent[0].devicePath])
+        with pytest.raises(vim.fault.HostConfigFault) as err:
+            wait(esx.configManager.datastoreSystem.ResignatureUnresolvedVmfsVolume_Task(spec))
+        assert "read-only" in err.value.msg
+        assert not [d for d in esx.datastore if d.name.startswith("snap-")]
+        esx.configManager.storageSystem.DetachScsiLun(lunUuid=scsi_lun(esx, exported.naa).uuid)
+    finally:
+        ops.unpresent(exported)
+        rescan(esx, "fc")
+    assert scsi_lun(esx, exported.naa) is None
