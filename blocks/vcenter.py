@@ -8,6 +8,7 @@ import hashlib
 import logging
 import ssl
 import threading
+import time
 from typing import Any
 
 from prefect.blocks.core import Block
@@ -17,6 +18,8 @@ from pyVmomi import vim
 
 log = logging.getLogger(__name__)
 _connections: dict[str, Any] = {}
+_checked: dict[str, float] = {}  # key -> when the session was last seen alive (monotonic)
+SESSION_CHECK_S = 30.0  # a session seen alive this recently is reused without a round trip
 _lock = threading.Lock()
 
 
@@ -65,14 +68,23 @@ class VCenterCredentials(Block):
         return ssl.create_default_context()
 
     def connect(self) -> vim.ServiceInstance:
-        """Return a logged-in ServiceInstance (shared by this process, renewed if expired)."""
+        """Return a logged-in ServiceInstance (shared by this process, renewed if expired).
+
+        A session seen alive in the last ``SESSION_CHECK_S`` seconds is returned without
+        asking vCenter; a call that then fails with ``NotAuthenticated`` should call
+        :func:`recheck_sessions` (the step retry does) so the next ``connect()`` logs in again.
+        """
         key = self._key()
         with _lock:
             si = _connections.get(key)
-            if si is not None and not _alive(si):
-                with contextlib.suppress(Exception):
-                    Disconnect(si)
-                si = None
+            now = time.monotonic()
+            if si is not None and now - _checked.get(key, -SESSION_CHECK_S) >= SESSION_CHECK_S:
+                if _alive(si):
+                    _checked[key] = now
+                else:
+                    with contextlib.suppress(Exception):
+                        Disconnect(si)
+                    si = None
             if si is None:
                 if not self.verify_tls:
                     log.warning(
@@ -88,6 +100,7 @@ class VCenterCredentials(Block):
                     sslContext=self.ssl_context(),
                     httpConnectionTimeout=self.timeout_s,
                 )
+                _checked[key] = time.monotonic()
             return si
 
 
@@ -98,11 +111,18 @@ def _alive(si: vim.ServiceInstance) -> bool:
         return False
 
 
+def recheck_sessions() -> None:
+    """Make the next ``connect()`` of every block ask vCenter whether its session lives."""
+    with _lock:
+        _checked.clear()
+
+
 def disconnect_all() -> None:
     """Log out every vCenter session this process opened."""
     with _lock:
         sessions = list(_connections.values())
         _connections.clear()
+        _checked.clear()
     for si in sessions:
         with contextlib.suppress(Exception):
             Disconnect(si)

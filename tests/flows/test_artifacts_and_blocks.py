@@ -86,3 +86,40 @@ def test_limits_without_a_reachable_vcenter_still_cover_every_array(lab_blocks, 
     assert "vCenter block 'unreachable' unreachable" in caplog.text
     full = limit_tags("default")
     assert {"esxi-esx-01", "esxi-esx-02", "esxi-esx-03"} <= set(full)
+
+
+def test_an_ended_vcenter_session_is_logged_in_again_by_the_step_retry(lab, lab_blocks, vclab):
+    """Steps reuse a session seen alive moments ago without a round trip; when vCenter has
+    ended it meanwhile, the step fails NotAuthenticated once and its retry logs in again."""
+    import ssl
+
+    from pyVim.connect import Disconnect, SmartConnect
+
+    from blocks.registry import load_arrays
+    from flows.plan import RestoreRequest
+    from flows.restore import plan_restore
+
+    vc = VCenterCredentials.load("default")
+    si = vc.connect()
+    key = si.content.sessionManager.currentSession.key
+    calls = sum(vclab.calls().values())
+    assert vc.connect() is si
+    assert sum(vclab.calls().values()) == calls  # no liveness round trip within the window
+    cfg = lab["vcenter"]
+    admin = SmartConnect(
+        host=cfg["host"],
+        port=cfg["port"],
+        user=cfg["user"],
+        pwd=cfg["password"],
+        sslContext=ssl.create_default_context(cafile=lab["ca_bundle"]),
+    )
+    try:
+        admin.content.sessionManager.TerminateSession(sessionId=[key])
+    finally:
+        Disconnect(admin)
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
+    plan = plan_restore(vc, load_arrays(), RestoreRequest(vms=ds["vms"][:1]), "session-test")
+    assert [v.name for g in plan.groups for v in g.vms] == ds["vms"][:1]
+    fresh = vc.connect()
+    assert fresh is not si
+    assert fresh.content.sessionManager.currentSession.key != key
