@@ -118,7 +118,7 @@ def plan_catalog(
         raise CatalogRequestError(planner.problems)
     vm_obj: vim.VirtualMachine | None = None
     if vm is not None:
-        matches = [o for o in vs._view(si, vim.VirtualMachine) if o.name == vm]
+        matches = vs.all_named(si, vim.VirtualMachine, vm)
         if not matches:
             raise CatalogRequestError(
                 [

@@ -247,7 +247,7 @@ class Planner:
 
     def locate_vm(self, name: str) -> tuple[VmPlan, vim.VirtualMachine | None] | None:
         """Find where ``name`` lives (inventory, or the ``datastore`` parameter)."""
-        matches = [o for o in vs._view(self.si, vim.VirtualMachine) if o.name == name]
+        matches = vs.all_named(self.si, vim.VirtualMachine, name)
         if len(matches) > 1:
             self.fail(f"{len(matches)} VMs are named '{name}': rename the others first")
             return None
@@ -418,7 +418,7 @@ class Planner:
                 "not 'nfs'"
             )
             return None
-        hosts = [h for h in vs._view(self.si, vim.HostSystem)]
+        hosts = vs.inventory(self.si, vim.HostSystem)
         if self.req.target_host:
             chosen = [h for h in hosts if h.name == self.req.target_host]
             if not chosen:

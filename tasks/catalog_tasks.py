@@ -41,8 +41,8 @@ def identify(
     """
     log = get_run_logger()
     inventory: dict[str, list[vim.VirtualMachine]] = {}
-    for vm in vs._view(si, vim.VirtualMachine):
-        inventory.setdefault(vm.name, []).append(vm)
+    for item in vs.collect(si, vim.VirtualMachine, ["name"]):
+        inventory.setdefault(item.get("name", ""), []).append(item["obj"])
     out = []
     for f in files:
         name, source, guest = f.stem, "file name", None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from pyVmomi import vim, vmodl
 
 from blocks.models import CopyTag, SnapshotCopy
-from tasks.vsphere import adapter_protocols, split_ds_path
+from tasks.vsphere import adapter_protocols, collect, split_ds_path
 
 TAG_FIELD = "snaprestore"  # the custom attribute tasks.vsphere_tasks._tag writes
 
@@ -102,44 +102,6 @@ def footprint_key(copy: SnapshotCopy) -> str:
 
 
 # ---- reading the inventory ---------------------------------------------------------------------
-
-
-def collect(si: vim.ServiceInstance, vimtype: type, props: list[str]) -> list[dict[str, Any]]:
-    """Return ``props`` of every ``vimtype`` object in the inventory, one PropertyCollector read.
-
-    Each item maps the property paths to their values, plus ``"obj"`` to the object.
-    Properties that could not be read (a VM whose config is unavailable) are absent.
-    """
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vimtype], True)
-    pc = vmodl.query.PropertyCollector
-    try:
-        spec = pc.FilterSpec(
-            objectSet=[
-                pc.ObjectSpec(
-                    obj=view,
-                    skip=True,
-                    selectSet=[
-                        pc.TraversalSpec(
-                            name="view", path="view", skip=False, type=vim.view.ContainerView
-                        )
-                    ],
-                )
-            ],
-            propSet=[pc.PropertySpec(type=vimtype, pathSet=props, all=False)],
-        )
-        collector = content.propertyCollector
-        result = collector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
-        out: list[dict[str, Any]] = []
-        while result is not None:
-            for oc in result.objects or []:
-                out.append({"obj": oc.obj, **{p.name: p.val for p in oc.propSet or []}})
-            if not result.token:
-                break
-            result = collector.ContinueRetrievePropertiesEx(result.token)
-        return out
-    finally:
-        view.Destroy()
 
 
 def tag_field_key(si: vim.ServiceInstance) -> int | None:

@@ -26,23 +26,62 @@ class VSphereError(Exception):
 # ---- lookups -----------------------------------------------------------------------------------
 
 
-def _view(si: vim.ServiceInstance, vimtype: type) -> list[Any]:
+def collect(si: vim.ServiceInstance, vimtype: type, props: list[str]) -> list[dict[str, Any]]:
+    """Return ``props`` of every ``vimtype`` object in the inventory, one PropertyCollector read.
+
+    Each item maps the property paths to their values, plus ``"obj"`` to the object.
+    Properties that could not be read (a VM whose config is unavailable) are absent.
+    """
     content = si.RetrieveContent()
     view = content.viewManager.CreateContainerView(content.rootFolder, [vimtype], True)
+    pc = vmodl.query.PropertyCollector
     try:
-        return list(view.view)
+        spec = pc.FilterSpec(
+            objectSet=[
+                pc.ObjectSpec(
+                    obj=view,
+                    skip=True,
+                    selectSet=[
+                        pc.TraversalSpec(
+                            name="view", path="view", skip=False, type=vim.view.ContainerView
+                        )
+                    ],
+                )
+            ],
+            propSet=[pc.PropertySpec(type=vimtype, pathSet=props, all=False)],
+        )
+        collector = content.propertyCollector
+        result = collector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
+        out: list[dict[str, Any]] = []
+        while result is not None:
+            for oc in result.objects or []:
+                out.append({"obj": oc.obj, **{p.name: p.val for p in oc.propSet or []}})
+            if not result.token:
+                break
+            result = collector.ContinueRetrievePropertiesEx(result.token)
+        return out
     finally:
         view.Destroy()
 
 
+def inventory(si: vim.ServiceInstance, vimtype: type) -> list[Any]:
+    """Return every inventory object of ``vimtype``."""
+    return [item["obj"] for item in collect(si, vimtype, ["name"])]
+
+
+def all_named(si: vim.ServiceInstance, vimtype: type, name: str) -> list[Any]:
+    """Return every inventory object of ``vimtype`` named ``name`` (one read, any size)."""
+    return [item["obj"] for item in collect(si, vimtype, ["name"]) if item.get("name") == name]
+
+
 def find_by_name(si: vim.ServiceInstance, vimtype: type, name: str) -> Any | None:
     """Return the inventory object of ``vimtype`` named ``name``, or None."""
-    return next((o for o in _view(si, vimtype) if o.name == name), None)
+    return next(iter(all_named(si, vimtype, name)), None)
 
 
 def names(si: vim.ServiceInstance, vimtype: type) -> list[str]:
     """Return the names of every inventory object of ``vimtype``, sorted."""
-    return sorted(o.name for o in _view(si, vimtype))
+    return sorted(item["name"] for item in collect(si, vimtype, ["name"]) if "name" in item)
 
 
 def get_host(si: vim.ServiceInstance, name: str) -> vim.HostSystem:

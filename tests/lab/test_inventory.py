@@ -189,3 +189,18 @@ def test_the_vcenter_block_keys_its_session_on_every_connection_setting(lab, cap
     # without the lab's CA it is not handed the session the block with it opened
     with pytest.raises(ssl.SSLCertVerificationError):
         VCenterCredentials(**base).connect()
+
+
+def test_finding_an_object_by_name_is_one_inventory_read_whatever_its_size(lab, si, vclab):
+    """A lookup must not read every VM's name one call at a time (thousands in production)."""
+    from tasks import vsphere as vs
+
+    vms = [v for d in lab["datastores"] for v in d["vms"]]
+    assert len(vms) >= 10
+    before = vclab.calls()
+    found = vs.find_by_name(si, vim.VirtualMachine, vms[-1])
+    after = vclab.calls()
+    assert found is not None and found.name == vms[-1]
+    spent = {m: n - before.get(m, 0) for m, n in after.items() if n != before.get(m, 0)}
+    assert spent.get("RetrievePropertiesEx") == 1, spent
+    assert sum(spent.values()) <= 4, spent  # content, view, one read, destroy the view
