@@ -131,6 +131,16 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeResult(w, method.Name, val)
 		return
 	}
+	if method.Name == "Fetch" {
+		// govmomi 0.24's PropertyCollector.Fetch indexes an empty MissingSet when the
+		// property is unset (HostNetworkSystem.dnsConfig, a VM's snapshot...) and panics;
+		// vCenter answers an unset property with an empty result, which pyVmomi reads as None.
+		defer func() {
+			if p := recover(); p != nil {
+				s.writeResult(w, "Fetch", nil)
+			}
+		}()
+	}
 	restore()
 	s.next.ServeHTTP(w, r)
 }

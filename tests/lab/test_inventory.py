@@ -204,3 +204,12 @@ def test_finding_an_object_by_name_is_one_inventory_read_whatever_its_size(lab, 
     spent = {m: n - before.get(m, 0) for m, n in after.items() if n != before.get(m, 0)}
     assert spent.get("RetrievePropertiesEx") == 1, spent
     assert sum(spent.values()) <= 4, spent  # content, view, one read, destroy the view
+
+
+def test_an_unset_property_reads_as_none_as_on_vcenter(lab, si):
+    """pyVmomi fetches a single property with Fetch; an unset one must come back empty
+    (the simulator alone panics and drops the connection)."""
+    vm = find(si, vim.VirtualMachine, lab["datastores"][0]["vms"][0])
+    assert vm.snapshot is None  # a VM without snapshots
+    assert vm.parentVApp is None
+    assert vm.name == lab["datastores"][0]["vms"][0]  # the connection is still good
