@@ -8,18 +8,15 @@ import hashlib
 import logging
 import ssl
 import threading
-import time
 from typing import Any
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect, SmartStubAdapter, VimSessionOrientedStub
 from pyVmomi import vim
 
 log = logging.getLogger(__name__)
 _connections: dict[str, Any] = {}
-_checked: dict[str, float] = {}  # key -> when the session was last seen alive (monotonic)
-SESSION_CHECK_S = 30.0  # a session seen alive this recently is reused without a round trip
 _lock = threading.Lock()
 
 
@@ -68,23 +65,15 @@ class VCenterCredentials(Block):
         return ssl.create_default_context()
 
     def connect(self) -> vim.ServiceInstance:
-        """Return a logged-in ServiceInstance (shared by this process, renewed if expired).
+        """Return a logged-in ServiceInstance, shared by every task of this process.
 
-        A session seen alive in the last ``SESSION_CHECK_S`` seconds is returned without
-        asking vCenter; a call that then fails with ``NotAuthenticated`` should call
-        :func:`recheck_sessions` (the step retry does) so the next ``connect()`` logs in again.
+        Its session logs in again by itself when vCenter has ended or expired it
+        (pyVmomi's session-oriented stub, on ``NotAuthenticated``), so callers never see
+        a dead session and no call is spent checking one.
         """
         key = self._key()
         with _lock:
             si = _connections.get(key)
-            now = time.monotonic()
-            if si is not None and now - _checked.get(key, -SESSION_CHECK_S) >= SESSION_CHECK_S:
-                if _alive(si):
-                    _checked[key] = now
-                else:
-                    with contextlib.suppress(Exception):
-                        Disconnect(si)
-                    si = None
             if si is None:
                 if not self.verify_tls:
                     log.warning(
@@ -92,29 +81,22 @@ class VCenterCredentials(Block):
                         "set ca_certificate instead so the credentials cannot be intercepted",
                         self.host,
                     )
-                si = _connections[key] = SmartConnect(
+                stub = SmartStubAdapter(
                     host=self.host,
                     port=self.port,
-                    user=self.user,
-                    pwd=self.password.get_secret_value(),
                     sslContext=self.ssl_context(),
                     httpConnectionTimeout=self.timeout_s,
                 )
-                _checked[key] = time.monotonic()
+                login = VimSessionOrientedStub.makeUserLoginMethod(
+                    self.user, self.password.get_secret_value()
+                )
+                # retryCount=2: one new login after NotAuthenticated (and one new attempt
+                # after a dropped pooled connection), then the error goes up to the step
+                session = VimSessionOrientedStub(stub, login, retryDelay=0.2, retryCount=2)
+                si = vim.ServiceInstance("ServiceInstance", session)
+                _ = si.content.sessionManager.currentSession  # log in now: bad credentials fail
+                _connections[key] = si
             return si
-
-
-def _alive(si: vim.ServiceInstance) -> bool:
-    try:
-        return si.content.sessionManager.currentSession is not None
-    except Exception:
-        return False
-
-
-def recheck_sessions() -> None:
-    """Make the next ``connect()`` of every block ask vCenter whether its session lives."""
-    with _lock:
-        _checked.clear()
 
 
 def disconnect_all() -> None:
@@ -122,7 +104,6 @@ def disconnect_all() -> None:
     with _lock:
         sessions = list(_connections.values())
         _connections.clear()
-        _checked.clear()
     for si in sessions:
         with contextlib.suppress(Exception):
             Disconnect(si)

@@ -11,7 +11,6 @@ from pyVmomi import vim, vmodl
 
 from blocks.errors import ArrayError, ArrayTransientError
 from blocks.settings import settings
-from blocks.vcenter import recheck_sessions
 
 TRANSIENT_VIM_FAULTS: tuple[type, ...] = (
     vmodl.fault.HostCommunication,  # HostNotConnected, HostNotReachable
@@ -42,9 +41,6 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except BaseException as exc:  # the task's own exception, re-raised by result()
-        if isinstance(exc, vim.fault.NotAuthenticated):
-            recheck_sessions()  # the session expired or was ended: log in again on retry
-            return True
         return is_transient(exc)
     return False
 

@@ -132,11 +132,22 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if method.Name == "Fetch" {
+		if method.This.Type == "SessionManager" && !s.authenticated(r) {
+			// vCenter lets a client read the SessionManager before logging in (its
+			// currentSession is unset); pyVmomi's session stub does so before each login
+			s.writeResult(w, "Fetch", nil)
+			return
+		}
 		// govmomi 0.24's PropertyCollector.Fetch indexes an empty MissingSet when the
 		// property is unset (HostNetworkSystem.dnsConfig, a VM's snapshot...) and panics;
 		// vCenter answers an unset property with an empty result, which pyVmomi reads as None.
 		defer func() {
 			if p := recover(); p != nil {
+				if simulator.Map.Get(method.This) == nil {
+					s.writeFault(w, simulator.Fault("", &types.ManagedObjectNotFound{Obj: method.This}))
+					return
+				}
+				log.Printf("Fetch %s:%s: %v (answered as an unset property)", method.This.Type, method.This.Value, p)
 				s.writeResult(w, "Fetch", nil)
 			}
 		}()
@@ -181,9 +192,9 @@ func (s *soapLayer) take(method string) (time.Duration, string) {
 		if r.Operation != method {
 			continue
 		}
-		if r.After > 0 {
+		if r.After > 0 { // this call counts towards the rule's wait; a later rule may fire
 			r.After--
-			return 0, ""
+			continue
 		}
 		if r.Times != nil {
 			*r.Times--
