@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.settings import PREFECT_API_URL
 
 from blocks.registry import saved_array_names
@@ -19,10 +24,12 @@ from flows.restore import restore_from_snapshot
 def test_the_run_publishes_its_vms_and_side_effects(lab, lab_blocks):
     ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
     result = restore_from_snapshot(vms=ds["vms"][2:], snapshot="latest")
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[result["restore_id"]]))
     with get_client(sync_client=True) as client:
         arts = {
             key: client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                flow_run_filter=this_run,
             )
             for key in ("restore-vms", "restore-side-effects", "restore-report", "restore-plan")
         }
@@ -80,7 +87,11 @@ def test_limits_without_a_reachable_vcenter_still_cover_every_array(lab_blocks, 
     VCenterCredentials(host="127.0.0.1", port=port, user="u", password="p", timeout_s=5).save(
         "unreachable", overwrite=True
     )
-    tags = limit_tags("unreachable")
+    try:
+        tags = limit_tags("unreachable")
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_block_document(VCenterCredentials.load("unreachable")._block_document_id)
     assert {"array-primera1", "array-ontap1"} <= set(tags)
     assert not [t for t in tags if t.startswith("esxi-")]
     assert "vCenter block 'unreachable' unreachable" in caplog.text
@@ -88,9 +99,9 @@ def test_limits_without_a_reachable_vcenter_still_cover_every_array(lab_blocks, 
     assert {"esxi-esx-01", "esxi-esx-02", "esxi-esx-03"} <= set(full)
 
 
-def test_an_ended_vcenter_session_is_logged_in_again_by_the_step_retry(lab, lab_blocks, vclab):
-    """Steps reuse a session seen alive moments ago without a round trip; when vCenter has
-    ended it meanwhile, the step fails NotAuthenticated once and its retry logs in again."""
+def test_an_ended_vcenter_session_logs_in_again_by_itself(lab, lab_blocks, vclab):
+    """Steps reuse the process's session without checking it first; when vCenter has ended
+    it, the next call logs in again by itself and the step goes on."""
     import ssl
 
     from pyVim.connect import Disconnect, SmartConnect
@@ -104,7 +115,7 @@ def test_an_ended_vcenter_session_is_logged_in_again_by_the_step_retry(lab, lab_
     key = si.content.sessionManager.currentSession.key
     calls = sum(vclab.calls().values())
     assert vc.connect() is si
-    assert sum(vclab.calls().values()) == calls  # no liveness round trip within the window
+    assert sum(vclab.calls().values()) == calls  # no round trip to hand out the session
     cfg = lab["vcenter"]
     admin = SmartConnect(
         host=cfg["host"],
@@ -117,9 +128,10 @@ def test_an_ended_vcenter_session_is_logged_in_again_by_the_step_retry(lab, lab_
         admin.content.sessionManager.TerminateSession(sessionId=[key])
     finally:
         Disconnect(admin)
+    logins = vclab.calls().get("Login", 0)
     ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
     plan = plan_restore(vc, load_arrays(), RestoreRequest(vms=ds["vms"][:1]), "session-test")
     assert [v.name for g in plan.groups for v in g.vms] == ds["vms"][:1]
-    fresh = vc.connect()
-    assert fresh is not si
-    assert fresh.content.sessionManager.currentSession.key != key
+    assert vclab.calls().get("Login", 0) == logins + 1
+    assert vc.connect() is si
+    assert si.content.sessionManager.currentSession.key != key
