@@ -194,11 +194,15 @@ def _accessible_from(ds: vim.Datastore, host: vim.HostSystem) -> bool:
     return any(m.key == host and m.mountInfo.accessible for m in ds.host or [])
 
 
+# the name mount_name() gives a mounted snapshot copy: sr-<first 8 characters of a run id>-
+COPY_DATASTORE = re.compile(r"sr-[0-9a-f]{8}-")
+
+
 def migration_target_problem(si: vim.ServiceInstance, name: str, host: str) -> str | None:
     """Say why VMs running on ``host`` cannot be moved to datastore ``name``, or None if
     they can: it must exist, be mounted there, and not be a snapshot copy (deleted at the
     end of the run)."""
-    if name.startswith("sr-"):
+    if COPY_DATASTORE.match(name):
         return f"datastore '{name}' is a snapshot copy, deleted after the run: pick another"
     ds = vs.find_by_name(si, vim.Datastore, name)
     if ds is None:
@@ -293,6 +297,11 @@ class Planner:
         located = [x for x in (self.locate_vm(n) for n in dict.fromkeys(req.vms)) if x]
         if len(set(req.vms)) != len(req.vms):
             self.fail("a VM is listed twice")
+        if req.operation == Operation.vm_files and req.target_folder and len(req.vms) > 1:
+            self.fail(
+                "target_folder names one folder for several VMs: leave it empty (each VM "
+                "gets <vm><suffix>-files) or restore one VM at a time"
+            )
         groups: dict[str, GroupPlan] = {}
         for vm_plan, vm in located:
             self._check_new_name(vm_plan)
@@ -475,6 +484,11 @@ class Planner:
                 self.fail(f"target datastore '{target}' not found")
             elif not tds.summary.accessible:
                 self.fail(f"target datastore '{target}' is not accessible")
+            elif there := vs.matching_files(tds, v.target_folder, req.files, 60):
+                self.fail(
+                    f"[{target}] {v.target_folder} already holds {', '.join(there)}: choose "
+                    "another target_folder (snaprestore never overwrites files it did not copy)"
+                )
             return
         needs_target = op == Operation.full_restore or (
             op == Operation.instant_recovery
@@ -486,11 +500,28 @@ class Planner:
             problem = migration_target_problem(self.si, target, g.host)
             if problem:
                 self.fail(problem)
-        if op == Operation.full_restore and req.replace_original and vm is None:
-            self.fail(
-                f"replace_original: VM '{v.name}' is not in the inventory, "
-                "there is nothing to replace"
-            )
+        if op == Operation.full_restore and req.replace_original:
+            if vm is None:
+                self.fail(
+                    f"replace_original: VM '{v.name}' is not in the inventory, "
+                    "there is nothing to replace"
+                )
+            aside = aside_name(v)
+            if len(aside) > MAX_NAME:
+                self.fail(
+                    f"replace_original: the original would be renamed '{aside}', longer than "
+                    f"{MAX_NAME} characters: shorten name_suffix"
+                )
+            elif vs.find_by_name(self.si, vim.VirtualMachine, aside) is not None:
+                self.fail(
+                    f"replace_original: a VM named '{aside}' exists already (the name the "
+                    "original would be set aside under): choose another name_suffix"
+                )
+
+
+def aside_name(v: VmPlan) -> str:
+    """Return the name a replaced original is renamed to before it is unregistered."""
+    return f"{v.name}-replaced{v.new_name[len(v.name) :]}"
 
 
 def mount_name(restore_id: str, production: str) -> str:

@@ -14,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from blocks.arrays import StorageArray
+from blocks.errors import brief
 from blocks.registry import load_arrays
 from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
@@ -153,6 +154,8 @@ def restore_from_snapshot(
         result = run.publish(decision, leftovers)
         if leftovers:
             msg = "cleanup could not finish; still there: " + "; ".join(leftovers)
+            if kept := run.effects.kept():
+                msg += "; kept on purpose: " + "; ".join(kept)
             log.error(msg)
             if failure is None:
                 raise RestoreError(msg)
@@ -183,8 +186,10 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
     names = ", ".join(o.restored_as or o.vm for o in running)
     hosts = sorted({o.host for o in running})
     deadline = time.monotonic() + settings().pause_timeout_s
-    problem = ""
-    for attempt in range(1, 1000):
+    problem, action, target = "", Decision.stop, None
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             decision = pause_flow_run(
                 wait_for_input=InstantRecoveryDecision.with_initial_data(
@@ -194,7 +199,8 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
                         "Choose **migrate** to move them to production storage and keep them, "
                         "or **stop** to power them off and remove the copy."
                     ),
-                    action=Decision.stop,
+                    action=action,
+                    migrate_to=target,
                 ),
                 timeout=max(1, int(deadline - time.monotonic())),
                 poll_interval=2,
@@ -208,14 +214,21 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
             return "stop (no decision in time)"
         if decision.action != Decision.migrate:
             return "stop"
-        target = decision.migrate_to
-        if target:
-            si = run.vc.connect()
-            found = (migration_target_problem(si, target, h) for h in hosts)
-            problem = next((p for p in found if p), "")
-            if problem:
-                log.error("cannot migrate: %s; pausing again for a decision", problem)
-                continue
+        action, target = decision.action, decision.migrate_to
+        problem = _migration_problem(run, target, hosts) if target else ""
+        if problem:
+            log.error("cannot migrate: %s; pausing again for a decision", problem)
+            continue
         run.migrate(target)
         return "migrate"
-    return "stop"
+
+
+def _migration_problem(run: Restore, target: str, hosts: list[str]) -> str:
+    """Say why the running VMs cannot move to ``target``; never raises (the VMs the user
+    chose to keep must not be torn down because a check failed)."""
+    try:
+        si = run.vc.connect()
+        found = (migration_target_problem(si, target, h) for h in hosts)
+        return next((p for p in found if p), "")
+    except Exception as exc:
+        return f"could not check datastore '{target}': {brief(exc)}"

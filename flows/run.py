@@ -24,10 +24,11 @@ from blocks.errors import brief
 from blocks.models import CopyTag, Presentation, SnapshotCopy
 from blocks.vcenter import VCenterCredentials
 from flows.params import NetworkMode, Operation
-from flows.plan import GroupPlan, RestorePlan, RestoreRequest, VmPlan
+from flows.plan import GroupPlan, RestorePlan, RestoreRequest, VmPlan, aside_name
 from tasks import array_tasks as at
 from tasks import vsphere_tasks as vt
 from tasks.retry import step_options
+from tasks.vsphere import VSphereError
 from tasks.vsphere_tasks import DatastoreRef, VmRef
 
 
@@ -225,18 +226,27 @@ def _replace_original(
     files stay). Until that last step, a failed step puts the original back as it was."""
     original = VmRef(name=vm.name, moref=vm.original or "")
     files = f"[{vm.datastore}] {vm.folder}"
-    was_on = vt.power_off_vm(vcenter, original)
-    out.original = f"powered off ({files})"
-    aside = vt.rename_vm(vcenter, original, f"{vm.name}-replaced{vm.new_name[len(vm.name) :]}")
-    out.original = f"powered off and renamed {aside.name} ({files})"
+    was_on = vt.power_state(vcenter, original) == "poweredOn"
+    renamed = False
     try:
-        ref = vt.rename_vm(vcenter, restored, vm.name)
-    except Exception:
-        vt.rename_vm(vcenter, aside, vm.name)
+        vt.power_off_vm(vcenter, original)
         out.original = f"powered off ({files})"
-        if was_on:
-            vt.power_on_vm(vcenter, original, "copied")
-        out.original = None  # back as it was
+        aside = vt.rename_vm(vcenter, original, aside_name(vm))
+        renamed = True
+        out.original = f"powered off and renamed {aside.name} ({files})"
+        ref = vt.rename_vm(vcenter, restored, vm.name)
+    except Exception as exc:
+        try:
+            if renamed:
+                vt.rename_vm(vcenter, VmRef(name=aside_name(vm), moref=original.moref), vm.name)
+                out.original = f"powered off ({files})"
+            if was_on:
+                vt.power_on_vm(vcenter, original, "copied")
+            out.original = None  # back as it was
+        except Exception as undo:
+            raise VSphereError(
+                f"{brief(exc)}; and putting the original {vm.name} back failed: {brief(undo)}"
+            ) from exc
         raise
     out.restored_as = vm.name
     vt.unregister_vm(vcenter, aside)

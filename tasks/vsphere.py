@@ -449,12 +449,12 @@ def copy_files(
 ) -> list[str]:
     """Copy the files of ``[source] folder`` matching ``patterns`` to ``[target] target_folder``.
 
-    Returns the copied file names; the target folder is created. Safe to repeat: a file
-    already in the target with the same size (an earlier attempt copied it) is not copied
-    again; any other existing file is not overwritten (FileAlreadyExists).
+    Returns the copied file names; the target folder is created. Files of these names in
+    the target are overwritten, so a repeat after a partial copy completes it: the caller
+    makes sure, before the first attempt, that the target holds none of them
+    (:func:`matching_files`).
     """
-    sources = _sizes(source, folder, patterns, timeout_s)
-    files = sorted(sources)
+    files = matching_files(source, folder, patterns, timeout_s)
     if not files:
         raise VSphereError(f"no file in [{source.name}] {folder} matches {patterns}")
     dc = datacenter_of(source)
@@ -463,38 +463,33 @@ def copy_files(
         fm.MakeDirectory(
             name=f"[{target.name}] {target_folder}", datacenter=dc, createParentDirectories=True
         )
-    present = _sizes(target, target_folder, patterns, timeout_s)
     for name in files:
-        if name in present and present[name] == sources[name]:
-            continue  # copied by an earlier attempt of this step
         wait(
             fm.CopyDatastoreFile_Task(
                 sourceName=f"[{source.name}] {folder}/{name}",
                 sourceDatacenter=dc,
                 destinationName=f"[{target.name}] {target_folder}/{name}",
                 destinationDatacenter=dc,
-                force=False,
+                force=True,  # a file an earlier attempt left half-copied
             ),
             timeout_s,
         )
     return files
 
 
-def _sizes(ds: vim.Datastore, folder: str, patterns: list[str], timeout_s: float) -> dict[str, int]:
-    """Return name -> size of the files in ``[ds] folder`` matching ``patterns``."""
-    spec = vim.host.DatastoreBrowser.SearchSpec(
-        matchPattern=list(patterns),
-        details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True),
-    )
+def matching_files(
+    ds: vim.Datastore, folder: str, patterns: list[str], timeout_s: float
+) -> list[str]:
+    """Return the names of the files in ``[ds] folder`` matching ``patterns``, sorted
+    (none if the folder does not exist)."""
+    spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=list(patterns))
     try:
         result = wait(ds.browser.SearchDatastore_Task(f"[{ds.name}] {folder}", spec), timeout_s)
     except vim.fault.FileNotFound:
-        return {}
-    return {
-        f.path: int(f.fileSize or 0)
-        for f in result.file or []
-        if any(fnmatch.fnmatch(f.path, p) for p in patterns)
-    }
+        return []
+    return sorted(
+        f.path for f in result.file or [] if any(fnmatch.fnmatch(f.path, p) for p in patterns)
+    )
 
 
 # ---- teardown of storage -------------------------------------------------------------------

@@ -214,6 +214,12 @@ def rename_vm(vcenter: VCenterCredentials, vm: VmRef, new_name: str) -> VmRef:
     return VmRef(name=new_name, moref=vm.moref)
 
 
+@task(**step_options("read the power state of {vm.name}"))
+def power_state(vcenter: VCenterCredentials, vm: VmRef) -> str:
+    """Return the VM's power state: poweredOn, poweredOff or suspended."""
+    return str(_vm(vcenter, vm).runtime.powerState)
+
+
 @task(**step_options("power off {vm.name}"))
 def power_off_vm(vcenter: VCenterCredentials, vm: VmRef) -> bool:
     """Power the VM off; False if it was already off."""

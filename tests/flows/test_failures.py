@@ -59,6 +59,37 @@ BAD_INPUT = [
         id="unknown-array-block",
     ),
     pytest.param(
+        {"vms": ["app-01"], "operation": "vm_files", "target_folder": "app-01"},
+        "[ds-iscsi-01] app-01 already holds app-01-flat.vmdk, app-01.nvram, app-01.vmdk, "
+        "app-01.vmx: choose another target_folder",
+        id="files-restore-into-a-folder-that-holds-them",
+    ),
+    pytest.param(
+        {"vms": ["app-01", "app-02"], "operation": "vm_files", "target_folder": "both"},
+        "target_folder names one folder for several VMs",
+        id="files-restore-of-several-vms-into-one-folder",
+    ),
+    pytest.param(
+        {
+            "vms": ["app-01"],
+            "operation": "full_restore",
+            "replace_original": True,
+            "name_suffix": "-" + "x" * 68,
+        },
+        "the original would be renamed 'app-01-replaced-xxx",
+        id="replace-with-a-set-aside-name-too-long",
+    ),
+    pytest.param(
+        {
+            "vms": ["app-01"],
+            "operation": "full_restore",
+            "replace_original": True,
+            "migrate_to": "sr-0123abcd-ds-iscsi-01",
+        },
+        "datastore 'sr-0123abcd-ds-iscsi-01' is a snapshot copy, deleted after the run",
+        id="move-onto-a-snapshot-copy",
+    ),
+    pytest.param(
         {"vms": ["app-01", "no-such-vm"], "snapshot": "nope"},
         "VM 'no-such-vm' is not in the inventory",
         id="all-problems-at-once",

@@ -417,8 +417,9 @@ def test_a_read_only_snapshot_exported_as_is_cannot_be_resignatured(lab, si):
             wait(esx.configManager.datastoreSystem.ResignatureUnresolvedVmfsVolume_Task(spec))
         assert "read-only" in err.value.msg
         assert not [d for d in esx.datastore if d.name.startswith("snap-")]
-        esx.configManager.storageSystem.DetachScsiLun(lunUuid=scsi_lun(esx, exported.naa).uuid)
     finally:
+        if (lun := scsi_lun(esx, exported.naa)) is not None:
+            esx.configManager.storageSystem.DetachScsiLun(lunUuid=lun.uuid)
         ops.unpresent(exported)
         rescan(esx, "fc")
     assert scsi_lun(esx, exported.naa) is None
