@@ -104,8 +104,8 @@ def restore_from_snapshot(
             original VM (never deleted) and give its name to the restored one.
         files: VM files restore: file patterns to copy (default *.vmx, *.vmdk, *.nvram).
         target_datastore: VM files restore: where to copy (default: the VM's original).
-        target_folder: VM files restore: folder to create there
-            (default `<vm><suffix>-files`).
+        target_folder: VM files restore: folder to create there, one VM only; it must not
+            already hold the chosen files (default `<vm><suffix>-files`).
         vcenter: Name of the vCenter Credentials block.
         arrays: Names of the array blocks to use (default: every saved array block).
     """
