@@ -220,7 +220,17 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
             log.error("cannot migrate: %s; pausing again for a decision", problem)
             continue
         run.migrate(target)
-        return "migrate"
+        failed = [o for o in running if o.state == "failed"]
+        if not failed:
+            return "migrate"
+        # they still run from the copy: ask again rather than tear them down
+        problem = "; ".join(f"{o.restored_as}: {o.error}" for o in failed)
+        log.error("%s; pausing again for a decision", problem)
+        for o in failed:
+            o.state, o.error = "running", None
+        running = failed
+        names = ", ".join(o.restored_as or o.vm for o in running)
+        hosts = sorted({o.host for o in running})
 
 
 def _migration_problem(run: Restore, target: str, hosts: list[str]) -> str:

@@ -385,7 +385,7 @@ class Restore:
         for gr in self.groups:
             for vm in gr.plan.vms:
                 out = gr.outcomes.get(vm.name)
-                if out is None or out.moref is None or out.state == "failed":
+                if out is None or out.moref is None or out.state in ("failed", "migrated"):
                     continue
                 ds = target or vm.target_datastore or vm.datastore
                 ref = VmRef(name=out.restored_as or vm.new_name, moref=out.moref)
@@ -397,7 +397,7 @@ class Restore:
                 self.effects.keep("VM registered", out.restored_as or out.vm)
                 self.effects.add(f"VM moved to {ds}", out.restored_as or out.vm, kept=True)
             except Exception as exc:
-                out.state, out.error = "failed", f"migration to {ds} failed: {exc}"
+                out.state, out.error = "failed", f"migration to {ds} failed: {brief(exc)}"
 
     # ---- teardown ---------------------------------------------------------------------------
 

@@ -217,6 +217,49 @@ def test_a_migration_target_chosen_in_the_form_is_checked_before_anything_moves(
         assert after[key] == before[key], key
 
 
+def test_a_failed_migration_asks_again_instead_of_tearing_the_vm_down(
+    lab, lab_blocks, world, vclab
+):
+    """The user chose migrate and Storage vMotion failed: the VM still runs from the copy,
+    so the run pauses again (here the user then stops) rather than deleting it."""
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
+    before = world.snapshot()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        box["state"] = restore_from_snapshot(
+            vms=ds["vms"][:1],
+            snapshot=ds["snapshots"][0],
+            finish="wait_for_user",
+            name_suffix="-mig",
+            return_state=True,
+        )
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        run_id = _paused_run_id()
+        first = _pause_key(run_id)
+        vclab.post(
+            "/faults", {"operation": "RelocateVM_Task", "error": "InvalidState", "times": 1}
+        ).raise_for_status()
+        resume_flow_run(run_id, run_input={"action": "migrate"})
+        deadline = time.monotonic() + 60
+        while (key := _pause_key(run_id)) == first and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert key != first
+        vm = next(v for v in world.vclab.state()["vms"] if v["name"].endswith("-mig"))
+        assert vm["path"].startswith(f"[sr-{run_id[:8]}-") and vm["power_state"] == "poweredOn"
+        resume_flow_run(run_id, run_input={"action": "stop"})
+    finally:
+        t.join(timeout=120)
+    state = box["state"]
+    assert state.is_completed(), state
+    after = world.snapshot()
+    for key in ("arrays", "datastores", "vms", "devices"):
+        assert after[key] == before[key], key
+
+
 def test_a_host_limit_below_the_vm_count_throttles_steps_and_never_deadlocks(
     lab, lab_blocks, world
 ):
