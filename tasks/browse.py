@@ -115,8 +115,9 @@ def read_datastore_file(
     session ``si``; TLS is verified with ``context``. Raises VSphereError for an HTTP error
     or a file larger than ``max_bytes``.
     """
-    dc = inventory_path(si, vs.datacenter_of(datastore))
-    cookie = (si._stub.cookie or "").split(";", 1)[0]
+    dc = inventory_path(si, vs.datacenter_of(datastore))  # SOAP first: a lapsed session logs in
+    stub = getattr(si._stub, "soapStub", si._stub)  # under the session-oriented stub, if any
+    cookie = (stub.cookie or "").split(";", 1)[0]
     conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout_s)
     try:
         conn.request("GET", file_url_path(dc, datastore.name, path), headers={"Cookie": cookie})
