@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 from pyVmomi import vim
@@ -232,6 +233,25 @@ class Planner:
             request.name_suffix if request.name_suffix is not None else f"-sr-{restore_id[:6]}"
         )
         self._infos: dict[str, ArrayInfo] = {}
+        self._names: dict[type, dict[str, list[Any]]] = {}
+
+    def index(self, vimtype: type) -> dict[str, list[Any]]:
+        """Return name -> inventory objects of ``vimtype``, read once per plan however
+        many VMs the request has."""
+        found = self._names.get(vimtype)
+        if found is None:
+            found = self._names[vimtype] = {}
+            for item in vs.collect(self.si, vimtype, ["name"]):
+                found.setdefault(item.get("name", ""), []).append(item["obj"])
+        return found
+
+    def named(self, vimtype: type, name: str) -> list[Any]:
+        """Return the inventory objects of ``vimtype`` called ``name``."""
+        return self.index(vimtype).get(name, [])
+
+    def find(self, vimtype: type, name: str) -> Any | None:
+        """Return the inventory object of ``vimtype`` called ``name``, or None."""
+        return next(iter(self.named(vimtype, name)), None)
 
     def fail(self, problem: str) -> None:
         """Record a problem."""
@@ -251,7 +271,7 @@ class Planner:
 
     def locate_vm(self, name: str) -> tuple[VmPlan, vim.VirtualMachine | None] | None:
         """Find where ``name`` lives (inventory, or the ``datastore`` parameter)."""
-        matches = vs.all_named(self.si, vim.VirtualMachine, name)
+        matches = self.named(vim.VirtualMachine, name)
         if len(matches) > 1:
             self.fail(f"{len(matches)} VMs are named '{name}': rename the others first")
             return None
@@ -316,13 +336,13 @@ class Planner:
     def _check_new_name(self, v: VmPlan) -> None:
         if len(v.new_name) > MAX_NAME:
             self.fail(f"'{v.new_name}' is longer than {MAX_NAME} characters: shorten name_suffix")
-        elif vs.find_by_name(self.si, vim.VirtualMachine, v.new_name) is not None:
+        elif self.find(vim.VirtualMachine, v.new_name) is not None:
             self.fail(f"a VM named '{v.new_name}' exists already: choose another name_suffix")
 
     def _group_for(
         self, v: VmPlan, vm: vim.VirtualMachine | None, groups: dict[str, GroupPlan]
     ) -> GroupPlan | None:
-        ds = vs.find_by_name(self.si, vim.Datastore, v.datastore)
+        ds = self.find(vim.Datastore, v.datastore)
         if ds is None:
             self.fail(f"datastore '{v.datastore}' (of VM {v.name}) is not in the inventory")
             return None
@@ -427,7 +447,7 @@ class Planner:
                 "not 'nfs'"
             )
             return None
-        hosts = vs.inventory(self.si, vim.HostSystem)
+        hosts = [h for objs in self.index(vim.HostSystem).values() for h in objs]
         if self.req.target_host:
             chosen = [h for h in hosts if h.name == self.req.target_host]
             if not chosen:
@@ -479,7 +499,7 @@ class Planner:
             target = req.target_datastore or v.datastore
             v.target_datastore = target
             v.target_folder = req.target_folder or f"{v.name}{self.suffix}-files"
-            tds = vs.find_by_name(self.si, vim.Datastore, target)
+            tds = self.find(vim.Datastore, target)
             if tds is None:
                 self.fail(f"target datastore '{target}' not found")
             elif not tds.summary.accessible:
@@ -512,7 +532,7 @@ class Planner:
                     f"replace_original: the original would be renamed '{aside}', longer than "
                     f"{MAX_NAME} characters: shorten name_suffix"
                 )
-            elif vs.find_by_name(self.si, vim.VirtualMachine, aside) is not None:
+            elif self.find(vim.VirtualMachine, aside) is not None:
                 self.fail(
                     f"replace_original: a VM named '{aside}' exists already (the name the "
                     "original would be set aside under): choose another name_suffix"
