@@ -173,6 +173,45 @@ def _pause_key(run_id: str, timeout: float = 60) -> str:
     raise TimeoutError("the restore did not pause")
 
 
+class PausedRestore:
+    """A one-VM instant recovery with finish=wait_for_user, run in a thread."""
+
+    def __init__(self, ds: dict, suffix: str):
+        self.box: dict[str, object] = {}
+        self.thread = threading.Thread(
+            target=lambda: self.box.update(
+                state=restore_from_snapshot(
+                    vms=ds["vms"][:1],
+                    snapshot=ds["snapshots"][0],
+                    finish="wait_for_user",
+                    name_suffix=suffix,
+                    return_state=True,
+                )
+            )
+        )
+        self.thread.start()
+        self.run_id = _paused_run_id()
+        self.pause = _pause_key(self.run_id)
+
+    def answer(self, **run_input: str) -> None:
+        """Resume with ``run_input``."""
+        resume_flow_run(self.run_id, run_input=run_input)
+
+    def answer_and_wait_for_the_next_pause(self, **run_input: str) -> str:
+        """Resume with ``run_input``; return the key of the pause that follows."""
+        self.answer(**run_input)
+        deadline = time.monotonic() + 60
+        while (key := _pause_key(self.run_id)) == self.pause and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.pause = key
+        return key
+
+    def end(self):
+        """Wait for the run to end; return its final state."""
+        self.thread.join(timeout=120)
+        return self.box.get("state")
+
+
 def test_a_migration_target_chosen_in_the_form_is_checked_before_anything_moves(
     lab, lab_blocks, world
 ):
@@ -180,37 +219,21 @@ def test_a_migration_target_chosen_in_the_form_is_checked_before_anything_moves(
     exist is refused, and the run pauses again for another decision."""
     ds = next(d for d in lab["datastores"] if d["name"] == "ds-iscsi-02")
     before = world.snapshot()
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        box["state"] = restore_from_snapshot(
-            vms=ds["vms"][:1],
-            snapshot=ds["snapshots"][0],
-            finish="wait_for_user",
-            name_suffix="-ask",
-            return_state=True,
-        )
-
-    t = threading.Thread(target=run)
-    t.start()
+    paused = PausedRestore(ds, "-ask")
     try:
-        run_id = _paused_run_id()
-        keys = [_pause_key(run_id)]
+        keys = [paused.pause]
         restored = next(v for v in world.vclab.state()["vms"] if v["name"].endswith("-ask"))
         copy_ds = restored["path"].split("]")[0][1:]
         for target in (copy_ds, "no-such-ds"):
-            resume_flow_run(run_id, run_input={"action": "migrate", "migrate_to": target})
-            deadline = time.monotonic() + 60
-            while (key := _pause_key(run_id)) == keys[-1] and time.monotonic() < deadline:
-                time.sleep(0.2)
-            keys.append(key)
+            keys.append(
+                paused.answer_and_wait_for_the_next_pause(action="migrate", migrate_to=target)
+            )
             vm = next(v for v in world.vclab.state()["vms"] if v["name"].endswith("-ask"))
             assert vm["path"].startswith(f"[{copy_ds}]")  # not moved
         assert len(set(keys)) == 3, keys
-        resume_flow_run(run_id, run_input={"action": "stop"})
+        paused.answer(action="stop")
     finally:
-        t.join(timeout=120)
-    state = box["state"]
+        state = paused.end()
     assert state.is_completed(), state
     after = world.snapshot()
     for key in ("arrays", "datastores", "vms", "devices"):
@@ -224,36 +247,19 @@ def test_a_failed_migration_asks_again_instead_of_tearing_the_vm_down(
     so the run pauses again (here the user then stops) rather than deleting it."""
     ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
     before = world.snapshot()
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        box["state"] = restore_from_snapshot(
-            vms=ds["vms"][:1],
-            snapshot=ds["snapshots"][0],
-            finish="wait_for_user",
-            name_suffix="-mig",
-            return_state=True,
-        )
-
-    t = threading.Thread(target=run)
-    t.start()
+    paused = PausedRestore(ds, "-mig")
     try:
-        run_id = _paused_run_id()
-        first = _pause_key(run_id)
+        first = paused.pause
         vclab.post(
             "/faults", {"operation": "RelocateVM_Task", "error": "InvalidState", "times": 1}
         ).raise_for_status()
-        resume_flow_run(run_id, run_input={"action": "migrate"})
-        deadline = time.monotonic() + 60
-        while (key := _pause_key(run_id)) == first and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert key != first
+        assert paused.answer_and_wait_for_the_next_pause(action="migrate") != first
         vm = next(v for v in world.vclab.state()["vms"] if v["name"].endswith("-mig"))
-        assert vm["path"].startswith(f"[sr-{run_id[:8]}-") and vm["power_state"] == "poweredOn"
-        resume_flow_run(run_id, run_input={"action": "stop"})
+        assert vm["path"].startswith(f"[sr-{paused.run_id[:8]}-")
+        assert vm["power_state"] == "poweredOn"
+        paused.answer(action="stop")
     finally:
-        t.join(timeout=120)
-    state = box["state"]
+        state = paused.end()
     assert state.is_completed(), state
     after = world.snapshot()
     for key in ("arrays", "datastores", "vms", "devices"):
