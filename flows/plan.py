@@ -151,6 +151,25 @@ def select_snapshot(snapshots: list[ArraySnapshot], selector: str) -> ArraySnaps
     return f"no snapshot named '{selector}'; snapshots: {available}"
 
 
+class HostReads:
+    """A host whose ``name``, ``runtime`` and ``config`` are read once and then reused (each
+    read is a round trip, ``config`` a large one on a real ESXi host); anything else goes
+    to the managed object."""
+
+    CACHED = ("name", "runtime", "config")
+
+    def __init__(self, host: vim.HostSystem):
+        self.host = host
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr not in HostReads.CACHED:
+            return getattr(self.host, attr)
+        if attr not in self._cache:
+            self._cache[attr] = getattr(self.host, attr)
+        return self._cache[attr]
+
+
 def _host_protocols(host: vim.HostSystem) -> set[str]:
     out = set()
     if vs.sw_iscsi_adapter(host) is not None:
@@ -192,7 +211,7 @@ def host_identity(host: vim.HostSystem) -> HostIdentity:
 
 
 def _accessible_from(ds: vim.Datastore, host: vim.HostSystem) -> bool:
-    return any(m.key == host and m.mountInfo.accessible for m in ds.host or [])
+    return any(m.key._moId == host._moId and m.mountInfo.accessible for m in ds.host or [])
 
 
 # the name mount_name() gives a mounted snapshot copy: sr-<first 8 characters of a run id>-
@@ -234,6 +253,13 @@ class Planner:
         )
         self._infos: dict[str, ArrayInfo] = {}
         self._names: dict[type, dict[str, list[Any]]] = {}
+        self._hosts: dict[str, HostReads] = {}
+
+    def host(self, host: vim.HostSystem) -> HostReads:
+        """Return ``host`` with its name, runtime and config read once for the whole plan."""
+        if host._moId not in self._hosts:
+            self._hosts[host._moId] = HostReads(host)
+        return self._hosts[host._moId]
 
     def index(self, vimtype: type) -> dict[str, list[Any]]:
         """Return name -> inventory objects of ``vimtype``, read once per plan however
@@ -427,7 +453,7 @@ class Planner:
         backing: VmfsBacking | NfsBacking,
         array: StorageArray,
         vm: vim.VirtualMachine | None,
-    ) -> tuple[vim.HostSystem, str] | None:
+    ) -> tuple[HostReads, str] | None:
         """Choose the host and protocol the copy is presented to."""
         info = self.info(array)
         if info is None:
@@ -447,7 +473,7 @@ class Planner:
                 "not 'nfs'"
             )
             return None
-        hosts = [h for objs in self.index(vim.HostSystem).values() for h in objs]
+        hosts = [self.host(h) for objs in self.index(vim.HostSystem).values() for h in objs]
         if self.req.target_host:
             chosen = [h for h in hosts if h.name == self.req.target_host]
             if not chosen:
@@ -463,7 +489,8 @@ class Planner:
                 return None
             candidates = chosen
         else:
-            own = [vm.runtime.host] if vm is not None and vm.runtime.host is not None else []
+            own_host = vm.runtime.host if vm is not None else None
+            own = [self.host(own_host)] if own_host is not None else []
             candidates = [h for h in own if _usable(h)] + sorted(
                 (h for h in hosts if _usable(h) and h not in own), key=lambda h: h.name
             )
