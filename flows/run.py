@@ -165,12 +165,17 @@ def restore_vm(
     # The host's concurrency limit applies to each vSphere step, not to this wrapper: a
     # wrapper holding a slot while its own steps wait for one deadlocks at the limit.
     out = VmOutcome(vm=vm.name, host=group.host, datastore=datastore.name)
-    with tags(f"esxi-{group.host}"):
-        try:
-            _restore_vm(vcenter, request, vm, group, datastore, tag, started_at, out)
-        except Exception as exc:
-            out.state, out.error = "failed", brief(exc)
-            raise VmRestoreFailed(out.error, out) from exc
+    try:
+        with tags(f"esxi-{group.host}"):
+            running = _restore_vm(vcenter, request, vm, group, datastore, tag, started_at, out)
+        if running is not None:  # waiting for the guest is no work for the host: no slot
+            seen = vt.wait_for_tools(vcenter, running, want_ip=False)
+            out.tools, out.ip = seen["tools"], seen["ip"]
+            if request.operation == Operation.instant_recovery:
+                out.state = "verified"
+    except Exception as exc:
+        out.state, out.error = "failed", brief(exc)
+        raise VmRestoreFailed(out.error, out) from exc
     return out
 
 
@@ -183,8 +188,9 @@ def _restore_vm(
     tag: CopyTag,
     started_at: float,
     out: VmOutcome,
-) -> None:
-    """Restore one VM, recording each step's result in ``out`` as it happens."""
+) -> VmRef | None:
+    """Restore one VM, recording each step's result in ``out`` as it happens; return it
+    if it was powered on."""
     if request.operation == Operation.vm_files:
         out.files = vt.copy_vm_files(
             vcenter,
@@ -195,7 +201,7 @@ def _restore_vm(
             vm.target_folder or f"{vm.new_name}-files",
         )
         out.state, out.datastore, out.kept = "files copied", vm.target_datastore or "", True
-        return
+        return None
     ref = vt.register_vm(vcenter, group.host, datastore.name, vm.vmx, vm.new_name, tag)
     out.restored_as, out.moref, out.state = ref.name, ref.moref, "registered"
     if request.network == NetworkMode.disconnected:
@@ -213,10 +219,8 @@ def _restore_vm(
         out.state = (
             "running" if request.operation == Operation.instant_recovery else "restored, running"
         )
-        seen = vt.wait_for_tools(vcenter, ref, want_ip=False)
-        out.tools, out.ip = seen["tools"], seen["ip"]
-        if request.operation == Operation.instant_recovery:
-            out.state = "verified"
+        return ref
+    return None
 
 
 def _replace_original(

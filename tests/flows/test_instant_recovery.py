@@ -295,6 +295,9 @@ def test_a_host_limit_below_the_vm_count_throttles_steps_and_never_deadlocks(
         limited = [r.name for r in runs if tag in r.tags]
         assert any(n.startswith("register ") for n in limited), limited
         assert not [r.name for r in runs if r.name.startswith("restore ") and tag in r.tags]
+        # waiting for a guest is no work for the host: it must not hold one of its slots
+        waits = [r for r in runs if r.name.startswith("wait for VMware Tools")]
+        assert len(waits) == 3 and not [r.name for r in waits if tag in r.tags]
         assert limit.active_slots == []
     finally:
         with get_client(sync_client=True) as client:
