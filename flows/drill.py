@@ -63,25 +63,29 @@ def select_vms(
 ) -> dict[str, bool]:
     """Return the VMs to drill (named, plus every VM of the datastores) -> has an IP."""
     si = vcenter.connect()
+    # one read of every VM and datastore, whatever their number
+    found = vs.collect(si, vim.VirtualMachine, ["name", "config.template", "guest.ipAddress"])
+    by_ref = {item["obj"]._moId: item for item in found if "name" in item}
+    by_name = {item["name"]: item for item in by_ref.values()}
+    stores = {i.get("name"): i for i in vs.collect(si, vim.Datastore, ["name", "vm"])}
     chosen: dict[str, bool] = {}
     problems = []
     for name in datastores:
-        ds = vs.find_by_name(si, vim.Datastore, name)
-        if ds is None:
+        if name not in stores:
             problems.append(f"datastore '{name}' not found")
             continue
-        for vm in sorted(ds.vm, key=lambda v: v.name):
-            if not vm.config.template:
-                chosen[vm.name] = bool(vm.guest.ipAddress)
+        members = [by_ref[v._moId] for v in stores[name].get("vm") or [] if v._moId in by_ref]
+        for item in sorted(members, key=lambda i: i["name"]):
+            if not item.get("config.template"):
+                chosen[item["name"]] = bool(item.get("guest.ipAddress"))
     for name in vms:
-        vm = vs.find_by_name(si, vim.VirtualMachine, name)
-        if vm is None:
+        if name not in by_name:
             problems.append(
                 f"VM '{name}' is not in the inventory: a drill verifies VMs that exist "
                 "(restore a deleted VM with restore-from-snapshot and its 'datastore')"
             )
             continue
-        chosen[name] = bool(vm.guest.ipAddress)
+        chosen[name] = bool(by_name[name].get("guest.ipAddress"))
     if problems:
         raise PlanError(problems)
     if not chosen:
