@@ -451,10 +451,10 @@ class Restore:
             steps.append(
                 (
                     f"copy {copy.name} presented to {g.host}",
-                    lambda: self._undo(
+                    self._undoing(
                         f"presented over {g.protocol} to {g.host}",
                         copy.name,
-                        at.unpresent_copy(gr.array, copy, g.host_identity, g.protocol),
+                        lambda: at.unpresent_copy(gr.array, copy, g.host_identity, g.protocol),
                     ),
                     True,
                 )
@@ -472,7 +472,9 @@ class Restore:
         steps.append(
             (
                 f"copy {copy.name} on {g.array}",
-                lambda: self._undo(f"copy on {g.array}", copy.name, at.delete_copy(gr.array, copy)),
+                self._undoing(
+                    f"copy on {g.array}", copy.name, lambda: at.delete_copy(gr.array, copy)
+                ),
                 True,
             )
         )
@@ -500,8 +502,14 @@ class Restore:
         self.effects.add(f"copy on {g.array}", found.name)
         return found
 
-    def _undo(self, what: str, obj: str, _result: Any = None) -> None:
-        self.effects.undone(what, obj)
+    def _undoing(self, what: str, obj: str, step: Callable[[], Any]) -> Callable[[], None]:
+        """Return ``step`` followed by marking the side effect ``what obj`` undone."""
+
+        def run() -> None:
+            step()
+            self.effects.undone(what, obj)
+
+        return run
 
     def _unmount(self, gr: GroupRun, nfs: tuple[str, str] | None) -> None:
         g, copy = gr.plan, gr.copy
