@@ -14,6 +14,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 from pyVim.connect import Disconnect, SmartStubAdapter, VimSessionOrientedStub
 from pyVmomi import vim
+from pyVmomi.SoapAdapter import StubAdapterBase
 
 log = logging.getLogger(__name__)
 _connections: dict[str, Any] = {}
@@ -90,13 +91,38 @@ class VCenterCredentials(Block):
                 login = VimSessionOrientedStub.makeUserLoginMethod(
                     self.user, self.password.get_secret_value()
                 )
-                # retryCount=2: one new login after NotAuthenticated (and one new attempt
-                # after a dropped pooled connection), then the error goes up to the step
-                session = VimSessionOrientedStub(stub, login, retryDelay=0.2, retryCount=2)
+                session = _SessionStub(stub, login)
                 si = vim.ServiceInstance("ServiceInstance", session)
                 _ = si.content.sessionManager.currentSession  # log in now: bad credentials fail
                 _connections[key] = si
             return si
+
+
+class _SessionStub(VimSessionOrientedStub):
+    """pyVmomi's session stub, re-sending a call only after ``NotAuthenticated`` (vCenter
+    refused it, so sending it again is safe). A transport error goes up to the step's own
+    retry, which first checks whether the call took effect: re-sending RegisterVM or
+    PowerOnVM blindly could do the work twice."""
+
+    def __init__(self, soap_stub: Any, login: Any):
+        super().__init__(soap_stub, login, retryDelay=0, retryCount=1)
+
+    def InvokeMethod(self, mo: Any, info: Any, args: Any) -> Any:
+        for attempt in (1, 2):
+            if self.state == self.STATE_UNAUTHENTICATED:
+                self._CallLoginMethod()
+            status, obj = self.soapStub.InvokeMethod(mo, info, args, self)
+            if status == 200:
+                return obj
+            if attempt == 1 and isinstance(obj, self.SESSION_EXCEPTIONS):
+                self._SetStateUnauthenticated()  # the session ended: log in, send it again
+                continue
+            raise obj
+        raise AssertionError("unreachable")
+
+    def InvokeAccessor(self, mo: Any, info: Any) -> Any:
+        # a property read is a Fetch through InvokeMethod above: no retry loop of its own
+        return StubAdapterBase.InvokeAccessor(self, mo, info)
 
 
 def disconnect_all() -> None:
