@@ -309,16 +309,10 @@ def register_vm(
 ) -> vim.VirtualMachine:
     """Register ``[datastore] vmx`` on ``host`` as ``name``; idempotent on the name."""
     dc = datacenter_of(host)
-    existing = next(
-        (
-            vm
-            for vm in dc.vmFolder.childEntity
-            if isinstance(vm, vim.VirtualMachine) and vm.name == name
-        ),
-        None,
-    )
-    if existing is not None and vmx_path_of(existing) == f"[{datastore}] {vmx}":
-        return existing
+    si = vim.ServiceInstance("ServiceInstance", host._stub)
+    for existing in all_named(si, vim.VirtualMachine, name):  # an earlier attempt's
+        if vmx_path_of(existing) == f"[{datastore}] {vmx}":
+            return existing
     pool = host.parent.resourcePool
     task = dc.vmFolder.RegisterVM_Task(
         path=f"[{datastore}] {vmx}", name=name, asTemplate=False, pool=pool, host=host
