@@ -27,6 +27,7 @@ from flows.plan import (
     migration_target_problem,
 )
 from flows.run import Restore, RestoreError, current_run_id
+from tasks import vsphere as vs
 from tasks.retry import step_options
 
 
@@ -185,8 +186,8 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
         return "stop (nothing is running)"
     names = ", ".join(o.restored_as or o.vm for o in running)
     hosts = sorted({o.host for o in running})
-    deadline = time.monotonic() + settings().pause_timeout_s
     problem, action, target = "", Decision.stop, None
+    failed_migrations: list[str] = []  # kept for the report if the user then stops
     attempt = 0
     while True:
         attempt += 1
@@ -202,7 +203,7 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
                     action=action,
                     migrate_to=target,
                 ),
-                timeout=max(1, int(deadline - time.monotonic())),
+                timeout=settings().pause_timeout_s,  # each question gets the full time
                 poll_interval=2,
                 key=f"ir-{restore_id[:8]}-{attempt}",  # a pause key fires only once
             )
@@ -211,9 +212,9 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
                 "no decision within %ss: stopping the instant recovery",
                 settings().pause_timeout_s,
             )
-            return "stop (no decision in time)"
+            return _after("stop (no decision in time)", failed_migrations)
         if decision.action != Decision.migrate:
-            return "stop"
+            return _after("stop", failed_migrations)
         action, target = decision.action, decision.migrate_to
         problem = _migration_problem(run, target, hosts) if target else ""
         if problem:
@@ -222,9 +223,10 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
         run.migrate(target)
         failed = [o for o in running if o.state == "failed"]
         if not failed:
-            return "migrate"
+            return _after("migrate", failed_migrations)
         # they still run from the copy: ask again rather than tear them down
         problem = "; ".join(f"{o.restored_as}: {o.error}" for o in failed)
+        failed_migrations.append(problem)
         log.error("%s; pausing again for a decision", problem)
         for o in failed:
             o.state, o.error = "running", None
@@ -233,12 +235,22 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
         hosts = sorted({o.host for o in running})
 
 
+def _after(decision: str, failed_migrations: list[str]) -> str:
+    """Return ``decision``, saying which migrations failed before it."""
+    if not failed_migrations:
+        return decision
+    return f"{decision}, after a failed migration ({'; '.join(failed_migrations)})"
+
+
 def _migration_problem(run: Restore, target: str, hosts: list[str]) -> str:
     """Say why the running VMs cannot move to ``target``; never raises (the VMs the user
     chose to keep must not be torn down because a check failed)."""
     try:
         si = run.vc.connect()
-        found = (migration_target_problem(si, target, h) for h in hosts)
+        found = (
+            migration_target_problem(lambda t, n: vs.find_by_name(si, t, n), target, h)
+            for h in hosts
+        )
         return next((p for p in found if p), "")
     except Exception as exc:
         return f"could not check datastore '{target}': {brief(exc)}"

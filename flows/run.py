@@ -230,20 +230,21 @@ def _replace_original(
     files stay). Until that last step, a failed step puts the original back as it was."""
     original = VmRef(name=vm.name, moref=vm.original or "")
     files = f"[{vm.datastore}] {vm.folder}"
+    # a suspended original stays suspended: powering it off would discard its memory state
     was_on = vt.power_state(vcenter, original) == "poweredOn"
-    renamed = False
     try:
-        vt.power_off_vm(vcenter, original)
-        out.original = f"powered off ({files})"
+        if was_on:
+            vt.power_off_vm(vcenter, original)
+            out.original = f"powered off ({files})"
         aside = vt.rename_vm(vcenter, original, aside_name(vm))
-        renamed = True
-        out.original = f"powered off and renamed {aside.name} ({files})"
+        out.original = f"renamed {aside.name}, not running ({files})"
         ref = vt.rename_vm(vcenter, restored, vm.name)
     except Exception as exc:
         try:
-            if renamed:
-                vt.rename_vm(vcenter, VmRef(name=aside_name(vm), moref=original.moref), vm.name)
-                out.original = f"powered off ({files})"
+            # renaming is idempotent: also right when the rename took effect but its step
+            # failed (a timeout)
+            vt.rename_vm(vcenter, VmRef(name=aside_name(vm), moref=original.moref), vm.name)
+            out.original = f"not running ({files})"
             if was_on:
                 vt.power_on_vm(vcenter, original, "copied")
             out.original = None  # back as it was
@@ -254,7 +255,7 @@ def _replace_original(
         raise
     out.restored_as = vm.name
     vt.unregister_vm(vcenter, aside)
-    out.original = f"powered off and unregistered, never deleted: its files are at {files}"
+    out.original = f"unregistered, never deleted: its files are at {files}"
     return ref
 
 
@@ -577,6 +578,7 @@ class Restore:
         create_markdown_artifact(key="restore-report", markdown="\n".join(lines))
         return {
             "restore_id": self.plan.restore_id,
+            "finished_with": decision,
             "vms": [o.model_dump() for o in self.outcomes()],
             "side_effects": self.effects.table(),
             "left_behind": leftovers,

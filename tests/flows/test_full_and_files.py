@@ -138,7 +138,7 @@ def test_a_replace_that_cannot_unregister_the_original_says_where_it_is(
         text = str(state.result(raise_on_failure=False))
         assert f"{vm}: InvalidState" in text, text
         assert f"kept: VM registered {vm}; " in text, text
-        assert f"original VM powered off and renamed {vm}-replaced-ur" in text, text
+        assert f"original VM renamed {vm}-replaced-ur, not running" in text, text
         aside = find(si, vim.VirtualMachine, f"{vm}-replaced-ur")
         assert aside._moId == moref and aside.runtime.powerState == "poweredOff"
         now = find(si, vim.VirtualMachine, vm)

@@ -261,6 +261,8 @@ def test_a_failed_migration_asks_again_instead_of_tearing_the_vm_down(
     finally:
         state = paused.end()
     assert state.is_completed(), state
+    finished = state.result()["finished_with"]
+    assert finished.startswith("stop, after a failed migration") and "InvalidState" in finished
     after = world.snapshot()
     for key in ("arrays", "datastores", "vms", "devices"):
         assert after[key] == before[key], key
