@@ -66,8 +66,12 @@ def select_vms(
     # one read of every VM and datastore, whatever their number
     found = vs.collect(si, vim.VirtualMachine, ["name", "config.template", "guest.ipAddress"])
     by_ref = {item["obj"]._moId: item for item in found if "name" in item}
-    by_name = {item["name"]: item for item in by_ref.values()}
-    stores = {i.get("name"): i for i in vs.collect(si, vim.Datastore, ["name", "vm"])}
+    by_name: dict[str, dict] = {}
+    for item in by_ref.values():
+        by_name.setdefault(item["name"], item)  # the first of a name, as a lookup finds it
+    stores: dict[str, dict] = {}
+    for item in vs.collect(si, vim.Datastore, ["name", "vm"]):
+        stores.setdefault(item.get("name", ""), item)
     chosen: dict[str, bool] = {}
     problems = []
     for name in datastores:

@@ -8,6 +8,7 @@ reported at once, each with what to change.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,6 +163,10 @@ class HostReads:
         self.host = host
         self._cache: dict[str, Any] = {}
 
+    def know(self, values: dict[str, Any]) -> None:
+        """Take the cached properties found in ``values`` (read by someone else)."""
+        self._cache.update({k: v for k, v in values.items() if k in HostReads.CACHED})
+
     def __getattr__(self, attr: str) -> Any:
         if attr not in HostReads.CACHED:
             return getattr(self.host, attr)
@@ -218,16 +223,16 @@ def _accessible_from(ds: vim.Datastore, host: vim.HostSystem) -> bool:
 COPY_DATASTORE = re.compile(r"sr-[0-9a-f]{8}-")
 
 
-def migration_target_problem(si: vim.ServiceInstance, name: str, host: str) -> str | None:
+def migration_target_problem(find: Callable[[type, str], Any], name: str, host: str) -> str | None:
     """Say why VMs running on ``host`` cannot be moved to datastore ``name``, or None if
     they can: it must exist, be mounted there, and not be a snapshot copy (deleted at the
-    end of the run)."""
+    end of the run). ``find(vimtype, name)`` looks inventory objects up."""
     if COPY_DATASTORE.match(name):
         return f"datastore '{name}' is a snapshot copy, deleted after the run: pick another"
-    ds = vs.find_by_name(si, vim.Datastore, name)
+    ds = find(vim.Datastore, name)
     if ds is None:
         return f"migrate_to datastore '{name}' not found"
-    h = vs.find_by_name(si, vim.HostSystem, host)
+    h = find(vim.HostSystem, host)
     if h is not None and not _accessible_from(ds, h):
         return f"datastore '{name}' is not mounted on {host}, where the VMs run"
     return None
@@ -267,8 +272,11 @@ class Planner:
         found = self._names.get(vimtype)
         if found is None:
             found = self._names[vimtype] = {}
-            for item in vs.collect(self.si, vimtype, ["name"]):
+            props = ["name", "runtime"] if vimtype is vim.HostSystem else ["name"]
+            for item in vs.collect(self.si, vimtype, props):
                 found.setdefault(item.get("name", ""), []).append(item["obj"])
+                if vimtype is vim.HostSystem:  # what choosing a host reads of every host
+                    self.host(item["obj"]).know(item)
         return found
 
     def named(self, vimtype: type, name: str) -> list[Any]:
@@ -544,7 +552,7 @@ class Planner:
         if needs_target:
             target = req.migrate_to or v.datastore
             v.target_datastore = target
-            problem = migration_target_problem(self.si, target, g.host)
+            problem = migration_target_problem(self.find, target, g.host)
             if problem:
                 self.fail(problem)
         if op == Operation.full_restore and req.replace_original:

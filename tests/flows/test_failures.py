@@ -90,6 +90,11 @@ BAD_INPUT = [
         id="move-onto-a-snapshot-copy",
     ),
     pytest.param(
+        {"vms": ["app-01"], "operation": "full_restore", "migrate_to": "sr-prod"},
+        "migrate_to datastore 'sr-prod' not found",  # a name like ours is not a copy
+        id="a-production-datastore-may-start-with-sr",
+    ),
+    pytest.param(
         {"vms": ["app-01", "no-such-vm"], "snapshot": "nope"},
         "VM 'no-such-vm' is not in the inventory",
         id="all-problems-at-once",
