@@ -73,29 +73,34 @@ def test_full_restore_can_replace_the_original_without_deleting_it(lab, lab_bloc
         assert not vs.power_on(back, "moved", 60)  # its location did not change: no question
 
 
+def _replace_with_a_fault(lab, vclab, fault: dict, suffix: str) -> tuple[str, str]:
+    """Run a full restore of a ds-fc-01 VM that replaces the original, with ``fault``
+    injected; return the VM's name and the run's error (the run must fail)."""
+    ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
+    vm = ds["vms"][1]
+    vclab.post("/faults", fault).raise_for_status()
+    state = restore_from_snapshot(
+        vms=[vm],
+        snapshot=ds["snapshots"][0],
+        operation="full_restore",
+        replace_original=True,
+        name_suffix=suffix,
+        return_state=True,
+    )
+    assert state.is_failed()
+    return vm, str(state.result(raise_on_failure=False))
+
+
 def test_a_replace_that_fails_puts_the_original_back(lab, lab_blocks, si, world, vclab):
     """Giving the original's name to the restored VM fails: the original gets its name
     back and runs again; the restored VM stays, and the run says so."""
-    ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
-    vm = ds["vms"][1]
-    original = find(si, vim.VirtualMachine, vm)
-    moref = original._moId
+    vm = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")["vms"][1]
+    moref = find(si, vim.VirtualMachine, vm)._moId
     before = world.snapshot()
-    # the first rename (original -> aside) passes, the second (restored -> original) fails
-    vclab.post(
-        "/faults", {"operation": "Rename_Task", "error": "InvalidName", "times": 1, "after": 1}
-    ).raise_for_status()
     try:
-        state = restore_from_snapshot(
-            vms=[vm],
-            snapshot=ds["snapshots"][0],
-            operation="full_restore",
-            replace_original=True,
-            name_suffix="-rb",
-            return_state=True,
-        )
-        assert state.is_failed()
-        text = str(state.result(raise_on_failure=False))
+        # the first rename (original -> aside) passes, the second (restored -> original) fails
+        rename_fault = {"operation": "Rename_Task", "error": "InvalidName", "times": 1, "after": 1}
+        vm, text = _replace_with_a_fault(lab, vclab, rename_fault, "-rb")
         assert f"{vm}: InvalidName" in text, text
         assert f"kept: VM registered {vm}-rb" in text, text
         assert "original VM" not in text, text  # it is back as it was
@@ -118,24 +123,12 @@ def test_a_replace_that_cannot_unregister_the_original_says_where_it_is(
 ):
     """The restored VM has taken the name; unregistering the original fails: the original
     stays registered (powered off, renamed) and the run reports it as kept."""
-    ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
-    vm = ds["vms"][1]
+    vm = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")["vms"][1]
     moref = find(si, vim.VirtualMachine, vm)._moId
     before = world.snapshot()
-    vclab.post(
-        "/faults", {"operation": "UnregisterVM", "error": "InvalidState", "times": 1}
-    ).raise_for_status()
     try:
-        state = restore_from_snapshot(
-            vms=[vm],
-            snapshot=ds["snapshots"][0],
-            operation="full_restore",
-            replace_original=True,
-            name_suffix="-ur",
-            return_state=True,
-        )
-        assert state.is_failed()
-        text = str(state.result(raise_on_failure=False))
+        unregister_fault = {"operation": "UnregisterVM", "error": "InvalidState", "times": 1}
+        vm, text = _replace_with_a_fault(lab, vclab, unregister_fault, "-ur")
         assert f"{vm}: InvalidState" in text, text
         assert f"kept: VM registered {vm}; " in text, text
         assert f"original VM renamed {vm}-replaced-ur, not running" in text, text
