@@ -24,6 +24,9 @@ from blocks.registry import load_arrays
 from blocks.vcenter import VCenterCredentials
 from flows.params import ProtocolChoice
 from flows.plan import (
+    AS_TASKS,
+    DIRECT,
+    ArrayReads,
     GroupPlan,
     PlanError,
     Planner,
@@ -93,6 +96,7 @@ def plan_catalog(
     snapshot: str | None = None,
     target_host: str | None = None,
     protocol: ProtocolChoice = ProtocolChoice.auto,
+    reads: ArrayReads = DIRECT,
 ) -> CatalogPlan:
     """Resolve the request against vCenter and the arrays, changing nothing.
 
@@ -109,7 +113,7 @@ def plan_catalog(
         target_host=target_host,
         protocol=ProtocolChoice(protocol),
     )
-    planner = Planner(si, arrays, request, catalog_id)
+    planner = Planner(si, arrays, request, catalog_id, reads)
     if not arrays:
         planner.fail(
             "no array block is configured: save one (python -m blocks register, then "
@@ -148,7 +152,9 @@ def plan_catalog(
     if volume is None or array is None:
         raise CatalogRequestError(planner.problems)
     try:
-        snapshots = sorted(array.list_snapshots(volume), key=lambda s: s.created, reverse=True)
+        snapshots = sorted(
+            reads.list_snapshots(array, volume), key=lambda s: s.created, reverse=True
+        )
     except ArrayError as exc:
         raise CatalogRequestError(
             [f"array {array.name}: cannot list the snapshots of {volume.name}: {exc}"]
@@ -213,6 +219,7 @@ def plan_catalog_task(
         snapshot=snapshot,
         target_host=target_host,
         protocol=protocol,
+        reads=AS_TASKS,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from blocks.models import (
     VmfsBacking,
 )
 from flows.params import Finish, NetworkMode, Operation, ProtocolChoice
+from tasks import array_tasks as at
 from tasks import vsphere as vs
 from tasks.array_tasks import copy_key
 
@@ -238,6 +240,22 @@ def migration_target_problem(find: Callable[[type, str], Any], name: str, host: 
     return None
 
 
+@dataclass(frozen=True)
+class ArrayReads:
+    """How a planner reads the arrays: straight through the blocks, or as Prefect tasks
+    (a retried task run each, named in the UI) when it plans inside a flow."""
+
+    find_volume: Callable[[StorageArray, Any], ArrayVolume | None]
+    list_snapshots: Callable[[StorageArray, ArrayVolume], list[ArraySnapshot]]
+
+
+DIRECT = ArrayReads(
+    find_volume=lambda array, backing: array.find_volume(backing),
+    list_snapshots=lambda array, volume: array.list_snapshots(volume),
+)
+AS_TASKS = ArrayReads(find_volume=at.find_volume, list_snapshots=at.list_snapshots)
+
+
 class Planner:
     """Builds a RestorePlan, collecting every problem instead of stopping at the first."""
 
@@ -247,8 +265,10 @@ class Planner:
         arrays: list[StorageArray],
         request: RestoreRequest,
         restore_id: str,
+        reads: ArrayReads = DIRECT,
     ):
         self.si = si
+        self.reads = reads
         self.arrays = arrays
         self.req = request
         self.restore_id = restore_id
@@ -387,7 +407,7 @@ class Planner:
         if volume is None or array is None:
             return None
         try:
-            snapshots = array.list_snapshots(volume)
+            snapshots = self.reads.list_snapshots(array, volume)
         except ArrayError as exc:
             self.fail(f"array {array.name}: cannot list snapshots of {volume.name}: {exc}")
             return None
@@ -442,7 +462,7 @@ class Planner:
             if self.info(array) is None:
                 continue
             try:
-                volume = array.find_volume(backing)
+                volume = self.reads.find_volume(array, backing)
             except ArrayError as exc:
                 self.fail(f"array {array.name}: {exc}")
                 continue
@@ -585,7 +605,11 @@ def mount_name(restore_id: str, production: str) -> str:
 
 
 def make_plan(
-    si: vim.ServiceInstance, arrays: list[StorageArray], request: RestoreRequest, restore_id: str
+    si: vim.ServiceInstance,
+    arrays: list[StorageArray],
+    request: RestoreRequest,
+    restore_id: str,
+    reads: ArrayReads = DIRECT,
 ) -> RestorePlan:
     """Validate ``request`` against vCenter and the arrays; return the plan or raise PlanError."""
-    return Planner(si, arrays, request, restore_id).build()
+    return Planner(si, arrays, request, restore_id, reads).build()

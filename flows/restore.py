@@ -20,6 +20,7 @@ from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
 from flows.params import Decision, Finish, NetworkMode, Operation, ProtocolChoice
 from flows.plan import (
+    AS_TASKS,
     PlanError,
     RestorePlan,
     RestoreRequest,
@@ -52,7 +53,7 @@ def plan_restore(
     restore_id: str,
 ) -> RestorePlan:
     """Resolve and validate the whole request; nothing is created anywhere."""
-    return make_plan(vcenter.connect(), arrays, request, restore_id)
+    return make_plan(vcenter.connect(), arrays, request, restore_id, AS_TASKS)
 
 
 @flow(

@@ -15,6 +15,7 @@ from blocks.models import (
     ArrayInfo,
     ArraySnapshot,
     ArrayVolume,
+    Backing,
     CopyTag,
     HostIdentity,
     Presentation,
@@ -73,6 +74,18 @@ def find_copy(array: StorageArray, name: str) -> SnapshotCopy | None:
 def describe_array(array: StorageArray) -> ArrayInfo:
     """Return what the array is and how hosts reach it."""
     return array.describe()
+
+
+@task(**step_options("find the volume behind {backing}"))
+def find_volume(array: StorageArray, backing: Backing) -> ArrayVolume | None:
+    """Return the array volume behind a datastore backing, or None."""
+    return array.find_volume(backing)
+
+
+@task(**step_options("list snapshots of {volume.name} on {array.name}"))
+def list_snapshots(array: StorageArray, volume: ArrayVolume) -> list[ArraySnapshot]:
+    """Return the volume's snapshots, oldest first."""
+    return array.list_snapshots(volume)
 
 
 @task(**step_options("present {copy.name} to {host.name} over {protocol}"))
