@@ -25,6 +25,7 @@ from blocks.vcenter import VCenterCredentials
 from flows.params import ProtocolChoice
 from flows.plan import (
     AS_TASKS,
+    COPY_DATASTORE,
     DIRECT,
     ArrayReads,
     GroupPlan,
@@ -32,13 +33,10 @@ from flows.plan import (
     Planner,
     RestorePlan,
     RestoreRequest,
-    host_identity,
-    mount_name,
     select_snapshot,
 )
 from flows.run import Restore, current_run_id
 from tasks import vsphere as vs
-from tasks.array_tasks import copy_key
 from tasks.catalog_tasks import FoundVm, find_vms
 from tasks.retry import step_options
 
@@ -142,7 +140,7 @@ def plan_catalog(
         raise CatalogRequestError(
             [
                 f"datastore '{datastore}' not found; datastores: "
-                + ", ".join(n for n in vs.names(si, vim.Datastore) if not n.startswith("sr-"))
+                + ", ".join(n for n in vs.names(si, vim.Datastore) if not COPY_DATASTORE.match(n))
             ]
         )
     backing = planner.backing(ds)
@@ -175,22 +173,8 @@ def plan_catalog(
     placed = planner.place(ds, backing, array, vm_obj)  # records its own problems
     if planner.problems or placed is None or isinstance(chosen, str):
         raise CatalogRequestError(planner.problems)
-    host, proto = placed
-    info = planner.info(array)
     plan.snapshot = chosen
-    plan.group = GroupPlan(
-        key=f"{array.name}|{copy_key(volume, chosen)}",
-        array=array.name,
-        volume=volume,
-        snapshot=chosen,
-        protocol=proto,  # type: ignore[arg-type]
-        host=host.name,
-        host_identity=host_identity(host),
-        production_datastore=ds.name,
-        mount_name=mount_name(catalog_id, ds.name),
-        portals=list(info.iscsi_portals) if info and proto == "iscsi" else [],
-        vms=[],
-    )
+    plan.group = planner.group(ds, array, volume, chosen, *placed)
     return plan
 
 

@@ -415,29 +415,39 @@ class Planner:
         if isinstance(snap, str):
             self.fail(f"{array.name} volume {volume.name} (datastore {ds.name}): {snap}")
             return None
-        key = f"{array.name}|{copy_key(volume, snap)}"
+        key = group_key(array, volume, snap)
         if key in groups:
             return groups[key]
         placed = self.place(ds, backing, array, vm)
         if placed is None:
             return None
-        host, protocol = placed
-        info_ = self.info(array)
-        group = GroupPlan(
-            key=key,
+        group = groups[key] = self.group(ds, array, volume, snap, *placed)
+        return group
+
+    def group(
+        self,
+        ds: vim.Datastore,
+        array: StorageArray,
+        volume: ArrayVolume,
+        snapshot: ArraySnapshot,
+        host: HostReads,
+        protocol: str,
+    ) -> GroupPlan:
+        """Return the (empty) group of the copy of ``snapshot``, presented to ``host``."""
+        info = self.info(array)
+        return GroupPlan(
+            key=group_key(array, volume, snapshot),
             array=array.name,
             volume=volume,
-            snapshot=snap,
+            snapshot=snapshot,
             protocol=protocol,  # type: ignore[arg-type]
             host=host.name,
             host_identity=host_identity(host),
             production_datastore=ds.name,
             mount_name=mount_name(self.restore_id, ds.name),
-            portals=list(info_.iscsi_portals) if info_ and protocol == "iscsi" else [],
+            portals=list(info.iscsi_portals) if info and protocol == "iscsi" else [],
             vms=[],
         )
-        groups[key] = group
-        return group
 
     def backing(self, ds: vim.Datastore) -> VmfsBacking | NfsBacking | None:
         """Return what a datastore is stored on (its head extent's device, or its export)."""
@@ -592,6 +602,11 @@ class Planner:
                     f"replace_original: a VM named '{aside}' exists already (the name the "
                     "original would be set aside under): choose another name_suffix"
                 )
+
+
+def group_key(array: StorageArray, volume: ArrayVolume, snapshot: ArraySnapshot) -> str:
+    """Return the key of the group of VMs restored from one copy of ``snapshot``."""
+    return f"{array.name}|{copy_key(volume, snapshot)}"
 
 
 def aside_name(v: VmPlan) -> str:

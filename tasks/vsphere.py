@@ -64,11 +64,6 @@ def collect(si: vim.ServiceInstance, vimtype: type, props: list[str]) -> list[di
         view.Destroy()
 
 
-def inventory(si: vim.ServiceInstance, vimtype: type) -> list[Any]:
-    """Return every inventory object of ``vimtype``."""
-    return [item["obj"] for item in collect(si, vimtype, ["name"])]
-
-
 def all_named(si: vim.ServiceInstance, vimtype: type, name: str) -> list[Any]:
     """Return every inventory object of ``vimtype`` named ``name`` (one read, any size)."""
     return [item["obj"] for item in collect(si, vimtype, ["name"]) if item.get("name") == name]
