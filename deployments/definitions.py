@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows.catalog import snapshot_catalog
-from flows.janitor import janitor
 from prefect.schedules import Cron
 
 from blocks.settings import settings
+from flows.catalog import snapshot_catalog
 from flows.drill import restore_drill
+from flows.janitor import janitor
 from flows.restore import restore_from_snapshot
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,8 @@
-"""A local Prefect server process (the demo's and the tests'): start, wait, stop."""
+"""A local Prefect server process (the demo's and the tests'): start, wait, stop.
+
+The server runs through :mod:`deployments.prefect_server`, so that on SQLite its write
+transactions take the write lock up front instead of answering 503 under load.
+"""
 
 from __future__ import annotations
 
@@ -53,12 +57,21 @@ def server_env(home: Path, database_url: str | None = None) -> dict[str, str]:
 def start_server(
     home: Path, port: int | None = None, database_url: str | None = None, timeout: float = 180
 ) -> LocalServer:
-    """Start a Prefect server on 127.0.0.1 (SQLite in ``home`` unless ``database_url``)."""
+    """Start a Prefect server on 127.0.0.1 (SQLite in ``home`` unless ``database_url``);
+    return once it answers. Its log is ``home/server.log``."""
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = home / "server.log"
     pid = spawn(
-        python_module("prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)),
+        python_module(
+            "deployments.prefect_server",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ),
         log,
         env=server_env(home, database_url),
     )

@@ -119,12 +119,13 @@ def _no_leftover_faults(request):
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
-    """A Prefect API (test harness, one SQLite database) shared by the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_api(tmp_path_factory) -> Iterator[str]:
+    """A Prefect API (one SQLite server, started as the demo's is) shared by the whole
+    session; yields its URL."""
+    from tests.support.prefect_api import local_api
 
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
+    with local_api(tmp_path_factory.mktemp("prefect-api")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
