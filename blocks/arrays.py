@@ -21,13 +21,15 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from blocks.errors import ArrayError, ArrayTransientError
 from blocks.models import (
+    AccessObject,
     ArrayInfo,
     ArraySnapshot,
     ArrayVolume,
@@ -158,6 +160,19 @@ class StorageArray(Block, ABC):
     vendor: ClassVar[str]
 
     url: str = Field(description="The array's management URL, e.g. https://array.example:8080")
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        """Refuse a URL that would send the array's password in clear."""
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() != "https" or not parts.hostname:
+            raise ValueError(
+                f"{value!r}: an array URL must be https://<address>[:port] (the block's "
+                "password would otherwise travel in clear)"
+            )
+        return value.strip()
+
     user: str = Field(description="API user")
     password: SecretStr = Field(description="API password")
     ca_certificate: str | None = Field(
@@ -242,6 +257,27 @@ class StorageArray(Block, ABC):
     @abstractmethod
     def unpresent(self, copy: SnapshotCopy, host: HostIdentity, protocol: Protocol) -> None:
         """Withdraw what :meth:`present` gave; nothing to withdraw is not an error."""
+
+    @abstractmethod
+    def unpresent_all(self, copy: SnapshotCopy) -> None:
+        """Withdraw ``copy`` from every host it is presented to (whoever presented it), and
+        remove the host objects / igroups snaprestore made that are left empty; idempotent.
+
+        Call it only once every host has unmounted and detached the copy.
+        """
+
+    @abstractmethod
+    def list_access(self) -> list[AccessObject]:
+        """Return the host objects / igroups that carry snaprestore's tag, with whether a
+        volume is still exported through them."""
+
+    @abstractmethod
+    def remove_access(self, access: AccessObject) -> None:
+        """Delete one of snaprestore's host objects / igroups; gone already is fine.
+
+        Raises NotOurs (and deletes nothing) when it does not carry our tag, ArrayConflict
+        when a volume is exported through it.
+        """
 
     @abstractmethod
     def delete_copy(self, copy: SnapshotCopy) -> None:

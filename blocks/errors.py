@@ -45,8 +45,39 @@ class NotOurs(ArrayError):
 
 
 def brief(exc: BaseException) -> str:
-    """One line about ``exc``: a vSphere fault's message rather than its whole repr."""
+    """One line about ``exc``: a vSphere fault's type and message (never pyVmomi's multi-line
+    dump of the fault object), or the exception's own text with its line breaks folded."""
+    name = type(exc).__name__.rsplit(".", 1)[-1]
+    text = _fault_text(exc)
+    if text is None:
+        text = str(exc)
+        if text.lstrip().startswith("(vim.") or text.lstrip().startswith("(vmodl."):
+            text = ""  # a fault object without a message: its dump says nothing more
+    text = " ".join(text.split())
+    if not text:
+        return name
+    if getattr(exc, "msg", None) is not None or _is_fault(exc):
+        return f"{name}: {text}"
+    return text
+
+
+def _is_fault(exc: BaseException) -> bool:
+    return any(c.__name__ == "vmodl.MethodFault" for c in type(exc).__mro__)
+
+
+def _fault_text(exc: BaseException) -> str | None:
+    """The human part of a vSphere fault (its msg, else its fault messages), or None."""
+    if not _is_fault(exc):
+        return None
+    parts: list[str] = []
     msg = getattr(exc, "msg", None)
     if msg:
-        return f"{type(exc).__name__.rsplit('.', 1)[-1]}: {msg}"
-    return str(exc) or type(exc).__name__
+        parts.append(str(msg))
+    for m in getattr(exc, "faultMessage", None) or []:
+        text = getattr(m, "message", None)
+        if text and text not in " ".join(parts):
+            parts.append(str(text))
+    extra = getattr(exc, "text", None)  # PlatformConfigFault
+    if isinstance(extra, str) and extra and extra not in " ".join(parts):
+        parts.append(extra)
+    return "; ".join(parts)

@@ -39,6 +39,7 @@ from blocks.errors import (
     NotOurs,
 )
 from blocks.models import (
+    AccessObject,
     ArrayInfo,
     ArraySnapshot,
     ArrayVolume,
@@ -263,6 +264,15 @@ def _initiators(host: HostIdentity, protocol: Protocol) -> set[str]:
 
 def _is_ours(host: dict[str, Any]) -> bool:
     return CopyTag.decode((host.get("descriptors") or {}).get("comment")) is not None
+
+
+def _host_key(host: dict[str, Any]) -> str:
+    """The per-process lock key of a host object: the ESXi host its tag names, else its name
+    (``present`` locks on the ESXi host's name)."""
+    tag = CopyTag.decode((host.get("descriptors") or {}).get("comment"))
+    if tag is not None and tag.source.startswith("host:"):
+        return tag.source.removeprefix("host:")
+    return str(host.get("name", ""))
 
 
 def _vlun_id(vlun: dict[str, Any]) -> str:
@@ -626,11 +636,14 @@ class HpePrimeraArray(StorageArray):
             )
         return int(existing[0]["lun"])
 
-    def _presentation(self, protocol: Protocol, lun: int) -> Presentation:
+    def _presentation(
+        self, protocol: Protocol, lun: int, access: str, shared_with: list[str]
+    ) -> Presentation:
         portals, wwpns = self._ports()
+        common = {"protocol": protocol, "lun": lun, "access": access, "shared_with": shared_with}
         if protocol == "iscsi":
-            return Presentation(protocol=protocol, lun=lun, iscsi_targets=portals)
-        return Presentation(protocol=protocol, lun=lun, fc_targets=wwpns)
+            return Presentation(**common, iscsi_targets=portals)
+        return Presentation(**common, fc_targets=wwpns)
 
     def _check_protocol(self, protocol: Protocol, host: HostIdentity) -> set[str]:
         if protocol not in ("iscsi", "fc"):
@@ -654,22 +667,28 @@ class HpePrimeraArray(StorageArray):
         without one, ``POST /hosts`` creates ``sr-<host>`` (persona 8, tagged). ``GET /vluns``
         then ``POST /vluns`` (autoLun) unless the copy is already exported to that host
         object: presenting twice returns the same LUN. ``GET /ports`` gives the targets.
+        A host object that also holds other hosts' initiators (shared by a cluster) exports
+        the copy to them too: ``shared_with`` lists their initiators.
         """
         initiators = self._check_protocol(protocol, host)
         run = copy.tag.run if copy.tag is not None else copy.name
         lun = -1
+        target: dict[str, Any] = {}
         with resource_lock(self.url, "host", host.name):
             for attempt in (1, 2):
-                target = self._find_host(initiators, protocol)
-                if target is None:
-                    target = self._create_host(host, protocol, initiators, run)
+                target = self._find_host(initiators, protocol) or self._create_host(
+                    host, protocol, initiators, run
+                )
                 try:
                     lun = self._export(copy.name, target["name"])
                     break
                 except ArrayNotFound as exc:  # the host object was removed meanwhile
                     if attempt == 2 or not _is_code(exc, NON_EXISTENT_HOST):
                         raise
-        return self._presentation(protocol, lun)
+        # an initiator belongs to one host object only: when the host's is shared by other
+        # hosts (a cluster-wide host object), they see the copy too
+        shared = sorted(_host_paths(target, protocol) - initiators)
+        return self._presentation(protocol, lun, target["name"], shared)
 
     def unpresent(self, copy: SnapshotCopy, host: HostIdentity, protocol: Protocol) -> None:
         """Remove the VLUNs of ``copy`` to ``host``'s host object; remove it if ours and empty.
@@ -705,6 +724,68 @@ class HpePrimeraArray(StorageArray):
         except ArrayConflict as exc:  # exported again meanwhile: still in use
             if not _is_code(exc, EXPORTED_VLUN):
                 raise
+
+    def unpresent_all(self, copy: SnapshotCopy) -> None:
+        """Remove every VLUN of ``copy`` (to any host object or host set), then the host
+        objects snaprestore made that are left without VLUNs; a copy that is gone is fine.
+
+        ``GET /vluns``, ``DELETE /vluns/…``, ``GET /hosts`` and ``DELETE /hosts/<name>``.
+        Withdrawing a VLUN a host still uses causes All-Paths-Down there: call this after
+        every host unmounted and detached the copy.
+        """
+        vluns = self._vluns(copy.name)
+        if not vluns:
+            return
+        self._unexport(vluns)
+        hostnames = {vl["hostname"] for vl in vluns}
+        for h in self._api().members("/hosts"):
+            if h.get("name") in hostnames:
+                with resource_lock(self.url, "host", _host_key(h)):
+                    self._remove_host_if_unused(h)
+
+    def list_access(self) -> list[AccessObject]:
+        """Return the host objects whose ``descriptors.comment`` is snaprestore's tag, each
+        with whether a VLUN still exports something to it (``GET /hosts``, ``GET /vluns``)."""
+        exported = {vl.get("hostname") for vl in self._api().members("/vluns")}
+        out = []
+        for h in self._api().members("/hosts"):
+            tag = CopyTag.decode((h.get("descriptors") or {}).get("comment"))
+            if tag is None:
+                continue
+            out.append(
+                AccessObject(
+                    array=self.name,
+                    kind="host",
+                    id=str(h.get("id", h["name"])),
+                    name=h["name"],
+                    tag=tag,
+                    in_use=h["name"] in exported,
+                )
+            )
+        return out
+
+    def remove_access(self, access: AccessObject) -> None:
+        """Delete host object ``access.name`` if it is ours and nothing is exported to it.
+
+        ``GET /hosts/<name>``: gone is fine; untagged → NotOurs; a VLUN to it →
+        ArrayConflict. Then ``DELETE /hosts/<name>``.
+        """
+        try:
+            host = self._api().get(f"/hosts/{_enc(access.name)}")
+        except ArrayNotFound:
+            return
+        if not _is_ours(host):
+            raise NotOurs(
+                f"host object {access.name!r} does not carry snaprestore's tag; left untouched",
+                array=self.name,
+            )
+        with resource_lock(self.url, "host", _host_key(host)):
+            if self._host_has_vluns(access.name):
+                raise ArrayConflict(
+                    f"host object {access.name!r} still has VLUNs; not removing it",
+                    array=self.name,
+                )
+            self._remove_host_if_unused(host)
 
     def delete_copy(self, copy: SnapshotCopy) -> None:
         """Delete the copy, after its VLUNs and our host objects left empty; gone is fine.

@@ -80,17 +80,37 @@ class ArraySnapshot(_Model):
 
 
 class CopyTag(_Model):
-    """The machine-readable mark on everything snaprestore creates."""
+    """The machine-readable mark on everything snaprestore creates.
+
+    ``server`` names the Prefect server that owns the run (the janitor of another server
+    reports such objects instead of sweeping them); on a restored VM, ``datastore`` is the
+    snapshot-copy datastore it was registered from and ``kept`` says the user keeps it (it
+    was migrated, restored to production, or replaced its original): the janitor never
+    touches a kept VM.
+    """
 
     by: Literal["snaprestore"] = TAG_BY
     run: str  # the restore run (Prefect flow run id)
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     source: str = ""  # "<volume>@<snapshot>"
+    server: str = ""  # the Prefect server that owns the run ("" in tags of older versions)
+    datastore: str = ""  # VMs: the copy datastore the VM was registered from
+    kept: bool = False  # VMs: the user keeps it
 
     def encode(self) -> str:
         """Return the tag as compact JSON, for a comment or description field."""
-        data = {"by": self.by, "run": self.run, "created": self.created.isoformat()}
-        data["src"] = self.source
+        data: dict[str, object] = {
+            "by": self.by,
+            "run": self.run,
+            "created": self.created.isoformat(),
+            "src": self.source,
+        }
+        if self.server:
+            data["srv"] = self.server
+        if self.datastore:
+            data["ds"] = self.datastore
+        if self.kept:
+            data["kept"] = True
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -105,7 +125,14 @@ class CopyTag(_Model):
         if not isinstance(data, dict) or data.get("by") != TAG_BY or not data.get("run"):
             return None
         try:
-            return cls(run=data["run"], created=data["created"], source=data.get("src", ""))
+            return cls(
+                run=data["run"],
+                created=data["created"],
+                source=data.get("src", ""),
+                server=data.get("srv", ""),
+                datastore=data.get("ds", ""),
+                kept=data.get("kept", False) is True,
+            )
         except (KeyError, ValueError):
             return None
 
@@ -133,7 +160,12 @@ class HostIdentity(_Model):
 
 
 class Presentation(_Model):
-    """What a host needs to reach a presented copy."""
+    """What a host needs to reach a presented copy, and through what it was given.
+
+    ``access`` names the array object the copy is exported through (host object, igroup,
+    export policy); ``shared_with`` lists the initiators of other hosts that this object
+    also holds (a host object shared by a cluster): those hosts see the copy too.
+    """
 
     protocol: Protocol
     lun: int | None = None
@@ -141,3 +173,16 @@ class Presentation(_Model):
     fc_targets: list[str] = Field(default_factory=list)
     nfs_server: str | None = None
     nfs_path: str | None = None
+    access: str | None = None
+    shared_with: list[str] = Field(default_factory=list)
+
+
+class AccessObject(_Model):
+    """A host object, igroup or export policy snaprestore created on an array."""
+
+    array: str
+    kind: Literal["host", "igroup", "export-policy"]
+    id: str
+    name: str
+    tag: CopyTag | None = None
+    in_use: bool  # a volume is still exported through it

@@ -47,6 +47,7 @@ from blocks.errors import (
     NotOurs,
 )
 from blocks.models import (
+    AccessObject,
     ArrayInfo,
     ArraySnapshot,
     ArrayVolume,
@@ -802,8 +803,14 @@ class NetAppOntapArray(StorageArray):
                 f"copy {copy.name} has no LUN {copy.naa or ''} (is it an NFS copy, or deleted?)",
                 array=self.name,
             )
-        number = self._map_to_host(lun, host, protocol, initiators, copy.tag)
-        return Presentation(protocol=protocol, lun=number, iscsi_targets=portals, fc_targets=wwpns)
+        number, group = self._map_to_host(lun, host, protocol, initiators, copy.tag)
+        return Presentation(
+            protocol=protocol,
+            lun=number,
+            iscsi_targets=portals,
+            fc_targets=wwpns,
+            access=group["name"],
+        )
 
     def _map_to_host(
         self,
@@ -812,15 +819,16 @@ class NetAppOntapArray(StorageArray):
         protocol: Protocol,
         initiators: list[str],
         tag: CopyTag | None,
-    ) -> int:
-        """Map ``lun`` to the host's igroup; return the LUN number. One retry covers an
-        igroup deleted between lookup and map (``delete_on_unmap``, or another run's cleanup)."""
+    ) -> tuple[int, dict[str, Any]]:
+        """Map ``lun`` to the host's igroup; return the LUN number and the igroup. One retry
+        covers an igroup deleted between lookup and map (``delete_on_unmap``, or another
+        run's cleanup)."""
         group = self._host_igroup(host, protocol, initiators, tag)
         try:
-            return self._map_lun(lun, group)
+            return self._map_lun(lun, group), group
         except ArrayNotFound:
             group = self._host_igroup(host, protocol, initiators, tag)
-            return self._map_lun(lun, group)
+            return self._map_lun(lun, group), group
 
     def _igroups_with(self, initiator: str) -> list[dict[str, Any]]:
         params = {
@@ -959,7 +967,9 @@ class NetAppOntapArray(StorageArray):
         if _get(vol, "nas.path") != path or _get(vol, "nas.export_policy.name") != vol["name"]:
             body = {"nas": {"path": path, "export_policy": {"name": vol["name"]}}}
             self._send("PATCH", f"/api/storage/volumes/{vol['uuid']}", body)
-        return Presentation(protocol="nfs", nfs_server=servers[0], nfs_path=path)
+        return Presentation(
+            protocol="nfs", nfs_server=servers[0], nfs_path=path, access=vol["name"]
+        )
 
     def _export_policy(self, name: str, create: bool = False) -> dict[str, Any] | None:
         """Return export policy ``name`` with its rules (creating it if asked), or None."""
@@ -1015,6 +1025,86 @@ class NetAppOntapArray(StorageArray):
         with contextlib.suppress(ArrayNotFound):
             self._send("PATCH", f"/api/storage/volumes/{vol_uuid}", {"nas": {"path": ""}})
 
+    # ---- withdraw everywhere, access objects -----------------------------------------------
+
+    def unpresent_all(self, copy: SnapshotCopy) -> None:
+        """Withdraw ``copy`` from every host: delete every LUN map of its LUNs, then its
+        export: the clone leaves the namespace (``nas.path`` "") with the ``default`` policy,
+        and its own export policy is deleted; then the empty ``sr_`` igroups of its run.
+        A copy that is gone is fine. Call it once every host unmounted and detached it."""
+        vol = self._copy_volume(copy)
+        run = copy.tag.run if copy.tag else None
+        if vol is not None:
+            for lun in self._luns(**{"location.volume.uuid": vol["uuid"]}):
+                for m in self._lun_maps(lun["uuid"]):
+                    self._unmap(lun["uuid"], m["igroup"]["uuid"])
+            self._withdraw_export(vol)
+            found = CopyTag.decode(vol.get("comment"))
+            run = found.run if found else run
+        self._delete_policy(copy.name)
+        if run is not None:
+            self._delete_empty_igroups(run)
+
+    def _withdraw_export(self, vol: dict[str, Any]) -> None:
+        """Take the volume out of the namespace and give it the ``default`` policy again,
+        so that its own policy can be deleted (ONTAP refuses to delete a policy in use)."""
+        own = _get(vol, "nas.export_policy.name") == vol["name"]
+        if not _get(vol, "nas.path") and not own:
+            return
+        body: dict[str, Any] = {"nas": {"path": ""}}
+        if own:
+            body["nas"]["export_policy"] = {"name": "default"}
+        with contextlib.suppress(ArrayNotFound):
+            self._send("PATCH", f"/api/storage/volumes/{vol['uuid']}", body)
+
+    def list_access(self) -> list[AccessObject]:
+        """Return the ``sr_`` igroups whose comment is snaprestore's tag, each with whether a
+        LUN is still mapped to it (export policies carry no tag: a copy's policy is always
+        deleted before the copy, so none outlives it)."""
+        params = {"svm.name": self._svm(), "fields": "uuid,name,comment"}
+        out = []
+        for group in self._api().records("/api/protocols/san/igroups", params):
+            tag = CopyTag.decode(group.get("comment"))
+            if not group["name"].startswith(COPY_PREFIX) or tag is None:
+                continue
+            maps = self._api().records(
+                "/api/protocols/san/lun-maps",
+                {"svm.name": self._svm(), "igroup.uuid": group["uuid"]},
+            )
+            out.append(
+                AccessObject(
+                    array=self.name,
+                    kind="igroup",
+                    id=group["uuid"],
+                    name=group["name"],
+                    tag=tag,
+                    in_use=bool(maps),
+                )
+            )
+        return out
+
+    def remove_access(self, access: AccessObject) -> None:
+        """Delete igroup ``access`` if it is ours and no LUN is mapped to it; gone is fine."""
+        params = {"svm.name": self._svm(), "uuid": access.id, "fields": "uuid,name,comment"}
+        group = self._api().first("/api/protocols/san/igroups", params)
+        if group is None:
+            return
+        ours = CopyTag.decode(group.get("comment")) is not None
+        if not group["name"].startswith(COPY_PREFIX) or not ours:
+            raise NotOurs(
+                f"igroup {group['name']} does not carry snaprestore's tag; left untouched",
+                array=self.name,
+            )
+        maps = self._api().records(
+            "/api/protocols/san/lun-maps", {"svm.name": self._svm(), "igroup.uuid": group["uuid"]}
+        )
+        if maps:
+            raise ArrayConflict(
+                f"igroup {group['name']} still has LUN maps; not removing it", array=self.name
+            )
+        with contextlib.suppress(ArrayNotFound):
+            self._send("DELETE", f"/api/protocols/san/igroups/{group['uuid']}")
+
     # ---- delete -------------------------------------------------------------------------------
 
     def delete_copy(self, copy: SnapshotCopy) -> None:
@@ -1022,8 +1112,9 @@ class NetAppOntapArray(StorageArray):
 
         Refuses (NotOurs, nothing deleted) unless the volume's comment is snaprestore's tag;
         refuses (ArrayConflict) when the tag names another run than ``copy.tag``. Order: LUN
-        maps, unmount, volume (job), then the copy's export policy and the empty ``sr_``
-        igroups tagged with the same run.
+        maps, the export withdrawn and the copy's export policy deleted (never left behind
+        without the tagged volume), the volume (job), then the empty ``sr_`` igroups tagged
+        with the same run.
         """
         vol = self._copy_volume(copy)
         run = copy.tag.run if copy.tag else None
@@ -1042,7 +1133,8 @@ class NetAppOntapArray(StorageArray):
                 )
             run = found.run
             self._delete_volume(vol)
-        self._delete_policy(copy.name)
+        else:
+            self._delete_policy(copy.name)
         if run is not None:
             self._delete_empty_igroups(run)
 
@@ -1050,8 +1142,8 @@ class NetAppOntapArray(StorageArray):
         for lun in self._luns(**{"location.volume.uuid": vol["uuid"]}):
             for m in self._lun_maps(lun["uuid"]):
                 self._unmap(lun["uuid"], m["igroup"]["uuid"])
-        if _get(vol, "nas.path"):
-            self._unmount(vol["uuid"])
+        self._withdraw_export(vol)
+        self._delete_policy(vol["name"])
         with contextlib.suppress(ArrayNotFound):
             self._send("DELETE", f"/api/storage/volumes/{vol['uuid']}")
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     tools_timeout_s: float = Field(default=600, gt=0, description="wait for VMware Tools")
     task_timeout_s: float = Field(default=1800, gt=0, description="wait for a vSphere task")
     pause_timeout_s: int = Field(default=4 * 3600, gt=0, description="wait for a user decision")
+    server_id: str = Field(
+        default="",
+        description="the Prefect server's identity in tags (default: its API URL)",
+    )
     # deployments (python -m deployments serve|deploy)
     timezone: str = Field(default="UTC", description="time zone of the schedules")
     drill_cron: str = Field(default="0 2 * * *", description="when the nightly drill runs")
