@@ -146,7 +146,7 @@ def _restore(
     api: str, server: LocalServer, deployment: dict[str, Any], info: dict[str, Any]
 ) -> bool:
     ds = next(d for d in info["datastores"] if d["name"] == DEMO_DATASTORE)
-    params = {"vms": ds["vms"], "snapshot": "latest", "finish": "stop"}
+    params = {"vms": ds["vms"], "snapshot": "latest"}
     _say(
         f"\ntriggering restore-from-snapshot/default through the REST API: "
         f"{', '.join(ds['vms'])} from the latest snapshot of {ds['name']}"
@@ -209,7 +209,7 @@ def _report(api: str, server: LocalServer, run: dict[str, Any]) -> None:
     undone = sum(1 for e in effects if e["undone"] in ("yes", "kept"))
     _say(f"cleaned up: {undone} of {len(effects)} side effects undone (or meant to stay):")
     for e in effects:
-        _say(f"  [{e['undone']:>4}] {e['side effect']}: {e['object']}")
+        _say(f"  [{e['undone']:>4}] {e['object']}")
     _say(f"run in the UI: {server.ui_url}/runs/flow-run/{run['id']}")
 
 

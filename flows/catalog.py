@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
 from pyVmomi import vim
@@ -22,6 +22,7 @@ from blocks.errors import ArrayError
 from blocks.models import ArraySnapshot, ArrayVolume
 from blocks.registry import load_arrays
 from blocks.vcenter import VCenterCredentials
+from flows.identity import current_run_id
 from flows.params import ProtocolChoice
 from flows.plan import (
     AS_TASKS,
@@ -35,10 +36,11 @@ from flows.plan import (
     RestoreRequest,
     select_snapshot,
 )
-from flows.run import Restore, current_run_id
+from flows.restore import warn_insecure
+from flows.run import Restore
 from tasks import vsphere as vs
 from tasks.catalog_tasks import FoundVm, find_vms
-from tasks.retry import step_options
+from tasks.retry import step
 
 SNAPSHOT_ORDER = "newest first"
 
@@ -178,7 +180,7 @@ def plan_catalog(
     return plan
 
 
-@task(**step_options("plan the catalog of {subject}"))
+@step("plan the catalog of {subject}")
 def plan_catalog_task(
     subject: str,
     vcenter: VCenterCredentials,
@@ -332,6 +334,7 @@ def snapshot_catalog(
     except ValueError as exc:
         raise CatalogRequestError([f"vCenter block '{vcenter}' not found: {exc}"]) from exc
     array_blocks = load_arrays(arrays)
+    warn_insecure(vc, array_blocks)
     subject = f"datastore {datastore}" if datastore else f"VM {vm}"
     plan = plan_catalog_task(
         subject, vc, array_blocks, catalog_id, datastore, vm, snapshot, target_host, protocol

@@ -10,8 +10,7 @@ to gone runs in the restore's own safe order, with the restore's own tasks.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,15 +19,18 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.arrays import StorageArray
 from blocks.errors import brief
-from blocks.models import CopyTag, SnapshotCopy
+from blocks.models import AccessObject, CopyTag, SnapshotCopy
 from blocks.registry import load_arrays, saved_array_names
 from blocks.vcenter import VCenterCredentials
+from flows import teardown
+from flows.identity import server_id
+from flows.restore import warn_insecure
+from flows.teardown import Step, Unit
 from tasks import array_tasks as at
 from tasks import janitor_tasks as jt
 from tasks import sweep
 from tasks import vsphere_tasks as vt
 from tasks.janitor_tasks import RunStatus
-from tasks.vsphere_tasks import DatastoreRef, VmRef
 
 PLANNED = "planned (dry run)"
 
@@ -52,16 +54,24 @@ def decide(
     force: bool,
     ttl: timedelta,
     now: datetime,
+    server: str = "",
 ) -> Decision:
     """Decide about one tagged object from its tag and its run's status.
 
-    Not among ``runs`` (when given): kept. ``force``: cleaned. A live run: kept. Younger
+    Not among ``runs`` (when given): kept. ``force``: cleaned. Owned by another Prefect
+    server than ``server`` (the tag says so): kept, and reported. A live run: kept. Younger
     than ``ttl`` (the tag's creation time): kept. Otherwise (a gone run): cleaned.
     """
     if runs is not None and tag.run not in runs:
         return Decision(False, "not among the runs asked for")
     if force:
         return Decision(True, "forced")
+    if tag.server and server and tag.server != server:
+        return Decision(
+            False,
+            f"its run belongs to Prefect server {tag.server}, not this one ({server}): run "
+            "that server's janitor, or force it here with runs=[...]",
+        )
     if status is None or not status.gone:
         return Decision(False, f"its run is alive: {status.reason if status else 'unknown'}")
     age = now - tag.created
@@ -83,31 +93,6 @@ def _age(delta: timedelta) -> str:
     return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
-@dataclass
-class Step:
-    """One cleanup action on one object, done by Prefect tasks."""
-
-    object: str
-    kind: str
-    where: str
-    action: str
-    run: Callable[[], Any]
-    tags: tuple[str, ...] = ()
-    needed: bool = True  # later steps of the unit are unsafe if this one fails
-
-
-@dataclass
-class Unit:
-    """Objects cleaned together, in order: a copy and what uses it, or a tagged leftover."""
-
-    what: str
-    tag: CopyTag
-    objects: list[tuple[str, str, str]]  # (object, kind, where) for "keep" rows
-    steps: list[Step] = field(default_factory=list)
-    blocked: str | None = None  # a reason it must not be cleaned even if its run is gone
-    stuck: bool = False  # the block is a problem to fix (fails the run), not a choice
-
-
 class Janitor:
     """One janitor run: what was found, what was decided, what was done."""
 
@@ -121,6 +106,7 @@ class Janitor:
         runs: set[str] | None,
         force: bool,
         now: datetime,
+        server: str,
         not_asked: list[str] | None = None,
     ):
         self.vc = vc
@@ -130,6 +116,7 @@ class Janitor:
         self.runs = runs
         self.force = force
         self.now = now
+        self.server = server
         self.rows: list[dict[str, str]] = []
         self.failures: list[str] = []
         self.statuses: dict[str, RunStatus] = {}
@@ -183,109 +170,25 @@ class Janitor:
             found += [(array, c) for c in copies]
         return found, nfs
 
+    def list_access(self) -> list[tuple[StorageArray, AccessObject]]:
+        """List every listed array's tagged host objects / igroups; a failing array is
+        reported (its copies were listed, so it answers: this is rare)."""
+        found: list[tuple[StorageArray, AccessObject]] = []
+        for name, array in self.arrays.items():
+            if name in self.unlisted:
+                continue
+            try:
+                with tags(f"array-{name}"):
+                    found += [(array, a) for a in at.list_access(array)]
+            except Exception as exc:
+                self.fail(name, "array", name, "list tagged host objects and igroups", exc)
+        return found
+
     # ---- plan -------------------------------------------------------------------------------
 
     def copy_unit(self, array: StorageArray, copy: SnapshotCopy, fp: sweep.Footprint) -> Unit:
-        """The steps that remove ``copy`` safely: VMs, datastores, devices, copy, rescans."""
-        assert copy.tag is not None
-        naa = copy.naa or ""
-        unit = Unit(
-            what=f"copy {copy.name} on {array.name}",
-            tag=copy.tag,
-            objects=[(copy.name, "copy", array.name)],
-        )
-        self._datastore_steps(unit, fp.datastores)
-        attached = [d for d in fp.devices if d.attached]
-        for d in attached:
-            unit.steps.append(
-                Step(
-                    naa,
-                    "device",
-                    d.host,
-                    "detach",
-                    lambda h=d.host: vt.detach_lun(self.vc, h, naa),
-                    (f"esxi-{d.host}",),
-                )
-            )
-        unit.steps.append(
-            Step(
-                copy.name,
-                "copy",
-                array.name,
-                "unpresent from every host and delete",
-                lambda: at.delete_copy(array, copy),
-                (f"array-{array.name}",),
-            )
-        )
-        self._rescan_steps(unit, naa, fp.devices)
-        return unit
-
-    def _datastore_steps(self, unit: Unit, datastores: list[sweep.SeenDatastore]) -> None:
-        for ds in datastores:
-            hosts = ", ".join(m.host for m in ds.mounts)
-            unit.objects.append((ds.name, "datastore", hosts))
-            unit.objects += [(vm.name, "VM", vm.host or "") for vm in ds.vms]
-            if ds.foreign_vms:
-                names = ", ".join(vm.name for vm in ds.foreign_vms)
-                unit.blocked = (
-                    f"VM(s) {names} use a disk on datastore {ds.name} but do not live on it; "
-                    "remove those disks from them, then run the janitor again"
-                )
-                unit.stuck = True
-            for vm in ds.vms:
-                unit.steps.append(
-                    Step(
-                        vm.name,
-                        "VM",
-                        vm.host or "",
-                        "power off and unregister",
-                        lambda v=vm: self._discard_vm(v),
-                        (f"esxi-{vm.host}",) if vm.host else (),
-                    )
-                )
-        for ds in datastores:
-            ref = DatastoreRef(
-                name=ds.name,
-                moref=ds.moref,
-                kind="vmfs" if ds.kind == "vmfs" else "nfs",
-                vmfs_uuid=ds.vmfs_uuid,
-                naa=ds.naa,
-            )
-            for m in ds.mounts:
-                if ds.kind == "vmfs":
-                    action, step = (
-                        "unmount VMFS volume",
-                        lambda h=m.host, r=ref: vt.unmount_vmfs(self.vc, h, r),
-                    )
-                else:
-                    action, step = (
-                        "remove NFS datastore",
-                        lambda h=m.host, r=ref: vt.remove_nas_datastore(self.vc, h, r),
-                    )
-                unit.steps.append(
-                    Step(ds.name, "datastore", m.host, action, step, (f"esxi-{m.host}",))
-                )
-
-    def _discard_vm(self, vm: sweep.SeenVm) -> bool:
-        ref = VmRef(name=vm.name, moref=vm.moref)
-        if vm.power == "poweredOn":
-            vt.power_off_vm(self.vc, ref)
-        return vt.unregister_vm(self.vc, ref)
-
-    def _rescan_steps(self, unit: Unit, naa: str, devices: list[sweep.HostDevice]) -> None:
-        for d in devices:
-            for protocol in d.protocols:
-                unit.steps.append(
-                    Step(
-                        naa,
-                        "device",
-                        d.host,
-                        f"rescan the {protocol} adapters so the device goes away",
-                        lambda h=d.host, p=protocol: vt.rescan_adapters(self.vc, h, p),
-                        (f"esxi-{d.host}",),
-                        needed=False,
-                    )
-                )
+        """The steps that remove ``copy`` safely (the restore's own teardown, every host)."""
+        return teardown.copy_unit(self.vc, array, copy, fp)
 
     def datastore_unit(self, ds: sweep.SeenDatastore, devices: list[sweep.HostDevice]) -> Unit:
         """The steps that remove a tagged datastore whose copy is not on any listed array."""
@@ -295,8 +198,8 @@ class Janitor:
             unit.objects.append((ds.name, "datastore", ""))
             unit.blocked = "neither VMFS nor NFS: snaprestore never mounts such a datastore"
             return unit
-        self._datastore_steps(unit, [ds])
-        if ds.accessible and self.unlisted_arrays():
+        teardown.datastore_steps(self.vc, unit, [ds], None)
+        if ds.accessible and self.unlisted_arrays() and not unit.blocked:
             unit.blocked = (
                 "its copy may be on an array this run did not list "
                 f"({', '.join(self.unlisted_arrays())}): clean it with that array"
@@ -314,7 +217,19 @@ class Janitor:
                             (f"esxi-{d.host}",),
                         )
                     )
-            self._rescan_steps(unit, ds.naa, devices)
+            for d in devices:
+                for protocol in d.protocols:
+                    unit.steps.append(
+                        Step(
+                            ds.naa,
+                            "device",
+                            d.host,
+                            f"rescan the {protocol} adapters so the device goes away",
+                            lambda h=d.host, p=protocol: vt.rescan_adapters(self.vc, h, p),
+                            (f"esxi-{d.host}",),
+                            needed=False,
+                        )
+                    )
         return unit
 
     def unlisted_arrays(self) -> list[str]:
@@ -322,23 +237,48 @@ class Janitor:
         return self.unlisted + self.not_asked
 
     def vm_unit(self, vm: sweep.SeenVm) -> Unit:
-        """The steps that remove a tagged VM of no copy: only if its files are unreachable."""
+        """The steps that remove a tagged VM of no copy: only a restored VM nobody keeps
+        whose snapshot-copy datastore is gone (:func:`tasks.sweep.stranded`)."""
         assert vm.tag is not None
         unit = Unit(what=f"VM {vm.name}", tag=vm.tag, objects=[(vm.name, "VM", vm.host or "")])
         if not vm.stranded:
-            unit.blocked = (
-                f"it lives on datastore {vm.vmx_datastore}, which is no snaprestore copy "
-                "(restored and kept, or migrated)"
+            why = (
+                "it is marked kept"
+                if vm.tag.kept
+                else f"it lives on datastore {vm.vmx_datastore}, which is no snaprestore copy"
             )
+            unit.blocked = f"{why} (restored and kept, or migrated): it is never touched"
             return unit
         unit.steps.append(
             Step(
                 vm.name,
                 "VM",
                 vm.host or "",
-                "power off and unregister (its datastore is gone)",
-                lambda: self._discard_vm(vm),
+                "power off and unregister (its snapshot copy is gone)",
+                lambda: teardown.discard_vm(self.vc, vm),
                 (f"esxi-{vm.host}",) if vm.host else (),
+            )
+        )
+        return unit
+
+    def access_unit(self, array: StorageArray, access: AccessObject) -> Unit | None:
+        """The step that removes a tagged host object / igroup nothing is exported through
+        (a crash between creating it and exporting a copy); None while it is in use."""
+        if access.in_use or access.tag is None:
+            return None
+        unit = Unit(
+            what=f"{access.kind} {access.name} on {array.name}",
+            tag=access.tag,
+            objects=[(access.name, access.kind, array.name)],
+        )
+        unit.steps.append(
+            Step(
+                access.name,
+                access.kind,
+                array.name,
+                "remove (nothing is exported through it)",
+                lambda: at.remove_access(array, access),
+                (f"array-{array.name}",),
             )
         )
         return unit
@@ -348,7 +288,13 @@ class Janitor:
     def carry_out(self, unit: Unit) -> str:
         """Clean (or, in a dry run, report) one unit whose run is gone; return its outcome."""
         decision = decide(
-            unit.tag, self.statuses.get(unit.tag.run), self.runs, self.force, self.ttl, self.now
+            unit.tag,
+            self.statuses.get(unit.tag.run),
+            self.runs,
+            self.force,
+            self.ttl,
+            self.now,
+            self.server,
         )
         if decision.clean and unit.blocked and unit.stuck:
             result = f"{'would be left' if self.dry_run else 'LEFT'}: {unit.blocked}"
@@ -369,29 +315,15 @@ class Janitor:
         self.log.info(
             "%s %s: %s", "would clean" if self.dry_run else "cleaning", unit.what, decision.reason
         )
-        failed: str | None = None
-        trouble = False
-        for step in unit.steps:
-            if self.dry_run:
-                result = PLANNED
-            elif failed is not None:
-                result = f"not done: {failed} failed first"
-            else:
-                try:
-                    with tags(*step.tags):
-                        out = step.run()
-                    result = "already done" if out is False else "done"
-                except Exception as exc:
-                    result = f"FAILED: {brief(exc)}"
-                    trouble = True
-                    self.failures.append(f"{step.action} {step.kind} {step.object} ({step.where})")
-                    self.log.error("%s of %s failed: %s", step.action, step.object, brief(exc))
-                    if step.needed:
-                        failed = f"{step.action} {step.kind} {step.object} on {step.where}"
-            self._row(step.object, step.kind, step.where, unit.tag, step.action, result)
-        if failed is not None:
+        results = teardown.carry_out(unit, dry_run=self.dry_run, log=self.log.error)
+        for r in results:
+            s = r.step
+            self._row(s.object, s.kind, s.where, unit.tag, s.action, r.text)
+            if r.outcome == "FAILED":
+                self.failures.append(f"{s.action} {s.kind} {s.object} ({s.where})")
+        if any(r.outcome == "not done" for r in results):
             self.failures.append(f"{unit.what}: the steps after the failure were left undone")
-        if trouble:
+        if any(r.outcome == "FAILED" for r in results):
             return "failed"
         return "planned" if self.dry_run else "cleaned"
 
@@ -461,12 +393,16 @@ def janitor(
     or its state's time; a pause that has not timed out keeps it alive. For each copy of
     a gone run: the VMs registered on datastores mounted from it are powered off and
     unregistered, the datastores unmounted on every host (VMFS unmount, never
-    RemoveDatastore; NFS remove), the device detached on every host, the copy unpresented
-    and deleted, and the hosts' adapters rescanned. Then tagged datastores and VMs whose
-    copy is gone (left in All-Paths-Down) are removed the same way. A tagged VM that lives
-    on production storage (restored and kept) stays. A failing step stops the cleanup of
-    that copy; the run then ends Failed. The report is the `janitor-report` table and
-    `janitor-summary` artifacts, and the return value.
+    RemoveDatastore; NFS remove), the device detached on every host, the copy withdrawn
+    from every host, the hosts' adapters rescanned, and the copy deleted. Then tagged
+    datastores and VMs whose copy is gone (left in All-Paths-Down) are removed the same
+    way, and tagged host objects
+    and igroups nothing is exported through. A VM marked kept, or whose .vmx is on storage
+    that is no snaprestore copy (restored and kept, or migrated), is never touched, whatever
+    its connection state: an All-Paths-Down on production never makes the janitor act.
+    Objects whose tag names another Prefect server are reported, not swept (unless forced).
+    A failing step stops the cleanup of that copy; the run then ends Failed. The report is
+    the `janitor-report` table and `janitor-summary` artifacts, and the return value.
 
     Args:
         dry_run: Only report what would be done; change nothing.
@@ -493,6 +429,7 @@ def janitor(
     now = datetime.now(UTC)
     vc = VCenterCredentials.load(vcenter)
     array_blocks = load_arrays(arrays)
+    warn_insecure(vc, array_blocks)
     j = Janitor(
         vc,
         array_blocks,
@@ -501,6 +438,7 @@ def janitor(
         runs={_run_id(r) for r in runs} if runs else None,
         force=force,
         now=now,
+        server=server_id(),
         not_asked=[] if arrays is None else sorted(set(saved_array_names()) - set(arrays)),
     )
 
@@ -527,6 +465,17 @@ def janitor(
         ]
         units += [j.vm_unit(vm) for vm in survey.vms]
         outcomes = [(u.what, j.carry_out(u)) for u in units]
+        # host objects and igroups last: removing copies may have emptied some
+        access = j.list_access()
+        more = sorted({a.tag.run for _, a in access if a.tag} - set(j.statuses))
+        if j.runs is not None:
+            more = [r for r in more if r in j.runs]
+        if more:
+            j.statuses |= jt.assess_runs(more, heartbeat_timeout_minutes)
+        for array, obj in access:
+            unit = j.access_unit(array, obj)
+            if unit is not None:
+                outcomes.append((unit.what, j.carry_out(unit)))
     result = j.publish(outcomes)
     log.info(
         "janitor: %s cleaned, %s planned, %s kept, %s failure(s)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
@@ -18,7 +18,17 @@ from blocks.errors import brief
 from blocks.registry import load_arrays
 from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
-from flows.params import Decision, Finish, NetworkMode, Operation, ProtocolChoice
+from flows.identity import current_run_id
+from flows.params import (
+    Decision,
+    FileOptions,
+    Finish,
+    FinishOptions,
+    NetworkOptions,
+    Operation,
+    PlacementOptions,
+    SourceOptions,
+)
 from flows.plan import (
     AS_TASKS,
     PlanError,
@@ -27,9 +37,9 @@ from flows.plan import (
     make_plan,
     migration_target_problem,
 )
-from flows.run import Restore, RestoreError, current_run_id
+from flows.run import Restore, RestoreError
 from tasks import vsphere as vs
-from tasks.retry import step_options
+from tasks.retry import step
 
 
 class InstantRecoveryDecision(RunInput):
@@ -45,7 +55,7 @@ class InstantRecoveryDecision(RunInput):
     )
 
 
-@task(**step_options("plan the restore of {request.vms}"))
+@step("plan the restore of {request.vms}")
 def plan_restore(
     vcenter: VCenterCredentials,
     arrays: list[StorageArray],
@@ -54,6 +64,67 @@ def plan_restore(
 ) -> RestorePlan:
     """Resolve and validate the whole request; nothing is created anywhere."""
     return make_plan(vcenter.connect(), arrays, request, restore_id, AS_TASKS)
+
+
+def warn_insecure(vcenter: VCenterCredentials, arrays: list[StorageArray]) -> None:
+    """Say in the run's log which blocks have TLS verification turned off."""
+    off = [f"vCenter block {vcenter._block_document_name or vcenter.host}"] * (
+        not vcenter.verify_tls
+    )
+    off += [f"array block {a.name}" for a in arrays if not a.verify_tls]
+    if off:
+        get_run_logger().warning(
+            "TLS certificate verification is OFF (verify_tls=false) for %s: credentials can "
+            "be intercepted; set ca_certificate instead",
+            ", ".join(off),
+        )
+
+
+def load_blocks(vcenter: str, arrays: list[str] | None) -> tuple[VCenterCredentials, list]:
+    """Load the vCenter and array blocks a run uses, saying which are not saved."""
+    try:
+        vc = VCenterCredentials.load(vcenter)
+    except ValueError as exc:
+        raise PlanError([f"vCenter block '{vcenter}' not found: {brief(exc)}"]) from exc
+    array_blocks = load_arrays(arrays)
+    warn_insecure(vc, array_blocks)
+    return vc, array_blocks
+
+
+def build_request(
+    vms: list[str],
+    snapshot: str,
+    operation: Operation,
+    source: SourceOptions,
+    placement: PlacementOptions,
+    network: NetworkOptions,
+    finish: FinishOptions,
+    files: FileOptions,
+) -> RestoreRequest:
+    """Return the flat request the planner checks, from the flow's sections."""
+    return RestoreRequest(
+        vms=vms,
+        snapshot=snapshot,
+        operation=operation,
+        datastore=source.datastore,
+        other_disks=source.other_disks,
+        snapshot_tolerance_minutes=source.snapshot_tolerance_minutes,
+        target_host=placement.target_host,
+        protocol=placement.protocol,
+        vm_folder=placement.vm_folder,
+        resource_pool=placement.resource_pool,
+        name_suffix=placement.name_suffix,
+        network=network.mode,
+        network_map=network.map,
+        power_on=network.power_on,
+        verify=network.verify,
+        finish=finish.action,
+        migrate_to=finish.migrate_to,
+        replace_original=finish.replace_original,
+        files=files.patterns,
+        target_datastore=files.target_datastore,
+        target_folder=files.target_folder,
+    )
 
 
 @flow(
@@ -65,79 +136,50 @@ def restore_from_snapshot(
     vms: list[str],
     snapshot: str = "latest",
     operation: Operation = Operation.instant_recovery,
-    datastore: str | None = None,
-    target_host: str | None = None,
-    protocol: ProtocolChoice = ProtocolChoice.auto,
-    power_on: bool = True,
-    network: NetworkMode = NetworkMode.keep,
-    name_suffix: str | None = None,
-    finish: Finish = Finish.stop,
-    migrate_to: str | None = None,
-    replace_original: bool = False,
-    files: list[str] | None = None,
-    target_datastore: str | None = None,
-    target_folder: str | None = None,
+    source: SourceOptions = SourceOptions(),  # noqa: B008 (a frozen default, never mutated)
+    placement: PlacementOptions = PlacementOptions(),  # noqa: B008
+    network: NetworkOptions = NetworkOptions(),  # noqa: B008
+    finish: FinishOptions = FinishOptions(),  # noqa: B008
+    files: FileOptions = FileOptions(),  # noqa: B008
     vcenter: str = "default",
     arrays: list[str] | None = None,
 ) -> dict[str, Any]:
     """Restore VMs from a storage-array snapshot through a read-write copy of it.
 
     The copy is presented to one ESXi host, the VMs are restored from it, and everything
-    created is undone and deleted on every exit path.
+    created is undone and deleted on every exit path, on every host that sees the copy.
+    Every disk is accounted for before anything is created: disks on other datastores and
+    RDMs are refused unless `source.other_disks` says otherwise, and a restored VM never
+    opens a production file. By default a VM whose original runs starts with its NICs
+    disconnected.
 
     Args:
-        vms: Names of the VMs to restore.
+        vms: The VMs to restore: names, or inventory paths (`team-a/dup-01`) when a name
+            is not unique.
         snapshot: A snapshot name, `latest`, or `latest-before:<ISO 8601 time>`.
         operation: instant_recovery (run the VMs from the copy), full_restore (copy them
             back to production storage) or vm_files (copy chosen files out).
-        datastore: Production datastore of VMs that are no longer in the inventory.
-        target_host: ESXi host to present the copy to (default, per datastore: the host
-            of its first listed VM, else the first connected host by name that can reach
-            the array).
-        protocol: How the host reaches the copy; auto follows the datastore and the host.
-        power_on: Power the restored VMs on.
-        network: keep the NICs as they were, or start them disconnected (isolated).
-        name_suffix: Appended to each VM's name to name its restored copy
-            (default `-sr-` and the first 6 characters of the run id).
-        finish: Instant recovery only: stop (verify, then tear down), migrate (Storage
-            vMotion to production and keep), or wait_for_user (pause for a decision).
-        migrate_to: Datastore for migrate and full restore (default: the VM's original).
-        replace_original: Full restore only: power off, rename and unregister the
-            original VM (never deleted) and give its name to the restored one.
-        files: VM files restore: file patterns to copy (default *.vmx, *.vmdk, *.nvram).
-        target_datastore: VM files restore: where to copy (default: the VM's original).
-        target_folder: VM files restore: folder to create there, one VM only; it must not
-            already hold the chosen files (default `<vm><suffix>-files`).
+        source: What to restore: the datastore of VMs no longer in the inventory, disks
+            on other datastores and RDMs (other_disks), the snapshot tolerance.
+        placement: Where: the ESXi host, the protocol, the VM folder and resource pool,
+            the restored VMs' name suffix.
+        network: Network and verification: NICs (mode auto, keep, disconnected, or map
+            with its map), power on, and what a VM must show (tools or power_on).
+        finish: How it ends: stop, migrate or wait_for_user (instant recovery), the
+            migration target, replace_original (full restore).
+        files: VM files restore: the file patterns, the target datastore and folder.
         vcenter: Name of the vCenter Credentials block.
         arrays: Names of the array blocks to use (default: every saved array block).
     """
     log = get_run_logger()
     started_at = time.time()
     restore_id = current_run_id()
-    request = RestoreRequest(
-        vms=vms,
-        datastore=datastore,
-        snapshot=snapshot,
-        operation=operation,
-        target_host=target_host,
-        protocol=protocol,
-        power_on=power_on,
-        network=network,
-        name_suffix=name_suffix,
-        finish=finish,
-        migrate_to=migrate_to,
-        replace_original=replace_original,
-        target_datastore=target_datastore,
-        target_folder=target_folder,
-        **({"files": files} if files else {}),
-    )
-    try:
-        vc = VCenterCredentials.load(vcenter)
-    except ValueError as exc:
-        raise PlanError([f"vCenter block '{vcenter}' not found: {exc}"]) from exc
-    array_blocks = load_arrays(arrays)
+    request = build_request(vms, snapshot, operation, source, placement, network, finish, files)
+    vc, array_blocks = load_blocks(vcenter, arrays)
     plan = plan_restore(vc, array_blocks, request, restore_id)
     create_markdown_artifact(key="restore-plan", markdown=plan.summary())
+    for name, why in plan.unreachable.items():
+        log.warning("array %s cannot be reached (%s); this restore does not need it", name, why)
 
     run = Restore(plan, vc, {a.name: a for a in array_blocks}, started_at)
     decision: str | None = None
@@ -147,8 +189,11 @@ def restore_from_snapshot(
         run.attach()
         run.restore_vms()
         if operation == Operation.instant_recovery:
-            decision = _finish(run, finish, restore_id)
-    except BaseException as exc:
+            decision = _finish(run, finish.action, restore_id)
+    except Exception as exc:
+        failure = exc
+        raise RestoreError(_one_line(exc)) from exc
+    except BaseException as exc:  # cancellation, interrupts: Prefect's own, re-raised as they are
         failure = exc
         raise
     finally:
@@ -161,7 +206,7 @@ def restore_from_snapshot(
             log.error(msg)
             if failure is None:
                 raise RestoreError(msg)
-            raise RestoreError(f"{failure}; and {msg}") from failure
+            raise RestoreError(f"{_one_line(failure)}; and {msg}") from failure
     failed = [o for o in run.outcomes() if o.error]
     if failed:
         kept = run.effects.kept()
@@ -174,6 +219,13 @@ def restore_from_snapshot(
     return result
 
 
+def _one_line(exc: BaseException) -> str:
+    """The failure as the run's state message shows it: one line, the step that failed."""
+    if isinstance(exc, RestoreError | PlanError):
+        return str(exc)
+    return brief(exc)
+
+
 def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
     """End an instant recovery as asked; return what was decided."""
     log = get_run_logger()
@@ -181,6 +233,16 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
         return "stop"
     if finish == Finish.migrate:
         run.migrate()
+        failed = [o for o in run.outcomes() if o.moref and o.state == "failed" and o.error]
+        if failed:
+            # the user asked to keep them: leave them running from the copy, and say so
+            run.keep_running("its automatic migration failed")
+            for o in failed:
+                o.error = (
+                    f"{o.error}; it still runs from the snapshot copy and is kept: move it to "
+                    f"production storage (Storage vMotion), then run the janitor for restore "
+                    f"{restore_id} to remove the copy"
+                )
         return "migrate"
     running = [o for o in run.outcomes() if o.moref and not o.error]
     if not running:

@@ -1,105 +1,46 @@
 """Carrying out a restore plan: attach the copies, restore the VMs, finish, tear down.
 
-:class:`Restore` holds what one run created, so that :meth:`Restore.teardown` can undo
-it in the safe order on every exit path (DESIGN §1.6, §5).
+:class:`Restore` holds what one run created (typed records, :mod:`flows.effects`), so that
+:meth:`Restore.teardown` can undo it with the one teardown (:mod:`flows.teardown`) in the
+safe order, on every host that sees a copy, on every exit path (DESIGN §1.6, §5).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import get_run_logger, tags, task
+from prefect import get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from blocks.arrays import StorageArray
 from blocks.errors import brief
 from blocks.models import CopyTag, Presentation, SnapshotCopy
 from blocks.vcenter import VCenterCredentials
-from flows.params import NetworkMode, Operation
+from flows import teardown
+from flows.effects import Effects, Kind
+from flows.identity import current_attempt, current_run_id, server_id
+from flows.params import Operation, OtherDisks, Verify
 from flows.plan import GroupPlan, RestorePlan, RestoreRequest, VmPlan, aside_name
 from tasks import array_tasks as at
+from tasks import janitor_tasks as jt
+from tasks import sweep
 from tasks import vsphere_tasks as vt
-from tasks.retry import step_options
-from tasks.vsphere import VSphereError
-from tasks.vsphere_tasks import DatastoreRef, VmRef
+from tasks.retry import step
+from tasks.vmx_edit import volume_id
+from tasks.vsphere import TaskStillRunning, VSphereError
+from tasks.vsphere_tasks import DatastoreRef, VmRef, VmxRules
 
-
-@dataclass
-class Effect:
-    """A side effect of the run, and whether it was undone (or is meant to stay)."""
-
-    what: str
-    object: str
-    undone: bool = False
-    kept: bool = False
-
-
-class Effects:
-    """The run's side effects, in the order they happened (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.items: list[Effect] = []
-
-    def add(self, what: str, obj: str, kept: bool = False) -> Effect:
-        """Record a side effect."""
-        with self._lock:
-            e = Effect(what, obj, kept=kept)
-            self.items.append(e)
-            return e
-
-    def undone(self, what: str, obj: str) -> None:
-        """Mark the matching side effects undone (adding one if it was not recorded)."""
-        with self._lock:
-            matched = [e for e in self.items if e.what == what and e.object == obj]
-            if not matched:
-                matched = [Effect(what, obj)]
-                self.items.extend(matched)
-            for e in matched:
-                e.undone = True
-
-    def keep(self, what: str, obj: str) -> None:
-        """Mark the matching side effects as meant to stay (a VM migrated to production)."""
-        with self._lock:
-            for e in self.items:
-                if e.what == what and e.object == obj:
-                    e.kept = True
-
-    def table(self) -> list[dict[str, str]]:
-        """Return the side effects as artifact rows."""
-        with self._lock:
-            return [
-                {
-                    "side effect": e.what,
-                    "object": e.object,
-                    "undone": "kept" if e.kept else ("yes" if e.undone else "NO"),
-                }
-                for e in self.items
-            ]
-
-    def kept(self) -> list[str]:
-        """Return what was done and is meant to stay (restored VMs, copied files)."""
-        with self._lock:
-            return [f"{e.what} {e.object}" for e in self.items if e.kept]
-
-    def left(self) -> list[str]:
-        """Return what was done and neither undone nor meant to stay."""
-        with self._lock:
-            return [f"{e.what} {e.object}" for e in self.items if not e.undone and not e.kept]
+__all__ = ["Restore", "RestoreError", "VmOutcome", "current_run_id", "restore_vm"]
 
 
 class VmOutcome(BaseModel):
     """What happened to one VM."""
 
-    vm: str
+    vm: str  # the VM as the request named it
     restored_as: str | None = None
     host: str = ""
     datastore: str = ""
@@ -111,6 +52,7 @@ class VmOutcome(BaseModel):
     moref: str | None = None
     kept: bool = False
     original: str | None = None  # what became of the original VM this run replaced
+    notes: list[str] = []  # what was changed on the way (disks, NICs)
     error: str | None = None
 
 
@@ -120,6 +62,10 @@ class VmRestoreFailed(Exception):
     def __init__(self, message: str, outcome: VmOutcome | None = None):
         super().__init__(message)
         self.outcome = outcome
+
+
+class RestoreError(Exception):
+    """The restore did not fully succeed; the message says what failed and what is left."""
 
 
 @dataclass
@@ -134,6 +80,7 @@ class GroupRun:
     presented: bool = False
     rescanned: bool = False
     datastore: DatastoreRef | None = None
+    busy: str | None = None  # a vSphere task still reads the copy: it must stay
     outcomes: dict[str, VmOutcome] = field(default_factory=dict)
 
     @property
@@ -141,56 +88,87 @@ class GroupRun:
         return self.plan.protocol != "nfs"
 
 
-def current_run_id() -> str:
-    """Return the id of the flow run in progress (a fresh uuid outside of one); it names
-    and tags everything the run creates."""
-    return str(flow_run.get_id() or uuid.uuid4())
+def vmx_rules(
+    request: RestoreRequest, vm: VmPlan, group: GroupPlan, copies: dict[str, DatastoreRef]
+) -> VmxRules:
+    """What the VM's .vmx on the copy may name: its own datastore (rewritten to the copy),
+    the other datastores whose snapshots were copied, the datastores it does without."""
+    own = {vm.datastore, *(x for x in [volume_id(vm.volume_path)] if x)}
+    redirects: dict[str, str] = {}
+    drop: set[str] = set()
+    for d in vm.disks:
+        names = {n for n in (d.datastore, volume_id(d.volume_path)) if n}
+        if d.action == "from_snapshot" and d.group in copies:
+            target = copies[d.group].volume_path or ""
+            redirects |= dict.fromkeys(names, target)
+        elif d.action == "detach" and not d.rdm:
+            drop |= names
+    lenient = request.other_disks != OtherDisks.refuse
+    return VmxRules(
+        own=sorted(own),
+        redirects=redirects,
+        drop=sorted(drop),
+        drop_unplanned=lenient and vm.original is None,
+        drop_rdms=lenient,
+    )
 
 
-class RestoreError(Exception):
-    """The restore did not fully succeed; the message says what failed and what is left."""
+def disk_moves(vm: VmPlan, copies: dict[str, DatastoreRef], plan: RestorePlan) -> dict[str, str]:
+    """For a relocation: the other copies the VM has disks on -> the production datastore
+    each disk goes back to."""
+    groups = {g.key: g for g in plan.groups}
+    out = {}
+    for d in vm.disks:
+        if d.action == "from_snapshot" and d.group in copies and d.group in groups:
+            out[copies[d.group].name] = d.datastore or groups[d.group].production_datastore
+    return out
 
 
-@task(**step_options("restore {vm.name} as {vm.new_name}", retries=0))
+@step("restore {vm.key} as {vm.new_name}", retries=0)
 def restore_vm(
     vcenter: VCenterCredentials,
-    request: RestoreRequest,
+    plan: RestorePlan,
     vm: VmPlan,
     group: GroupPlan,
-    datastore: DatastoreRef,
+    copies: dict[str, DatastoreRef],
     tag: CopyTag,
     started_at: float,
 ) -> VmOutcome:
-    """Carry out the operation for one VM from the mounted copy."""
+    """Carry out the operation for one VM from the mounted copies."""
     # The host's concurrency limit applies to each vSphere step, not to this wrapper: a
     # wrapper holding a slot while its own steps wait for one deadlocks at the limit.
-    out = VmOutcome(vm=vm.name, host=group.host, datastore=datastore.name)
+    datastore = copies[group.key]
+    out = VmOutcome(vm=vm.key, host=group.host, datastore=datastore.name)
+    request = plan.request
     try:
         with tags(f"esxi-{group.host}"):
-            running = _restore_vm(vcenter, request, vm, group, datastore, tag, started_at, out)
-        if running is not None:  # waiting for the guest is no work for the host: no slot
+            running = restore_steps(vcenter, plan, vm, group, copies, tag, started_at, out)
+        if running is not None and request.verify == Verify.tools:
+            # waiting for the guest is no work for the host: no slot
             seen = vt.wait_for_tools(vcenter, running, want_ip=False)
             out.tools, out.ip = seen["tools"], seen["ip"]
-            if request.operation == Operation.instant_recovery:
-                out.state = "verified"
+        if running is not None and request.operation == Operation.instant_recovery:
+            out.state = "verified" if request.verify == Verify.tools else "powered on"
     except Exception as exc:
         out.state, out.error = "failed", brief(exc)
         raise VmRestoreFailed(out.error, out) from exc
     return out
 
 
-def _restore_vm(
+def restore_steps(
     vcenter: VCenterCredentials,
-    request: RestoreRequest,
+    plan: RestorePlan,
     vm: VmPlan,
     group: GroupPlan,
-    datastore: DatastoreRef,
+    copies: dict[str, DatastoreRef],
     tag: CopyTag,
     started_at: float,
     out: VmOutcome,
 ) -> VmRef | None:
     """Restore one VM, recording each step's result in ``out`` as it happens; return it
     if it was powered on."""
+    request = plan.request
+    datastore = copies[group.key]
     if request.operation == Operation.vm_files:
         out.files = vt.copy_vm_files(
             vcenter,
@@ -202,14 +180,21 @@ def _restore_vm(
         )
         out.state, out.datastore, out.kept = "files copied", vm.target_datastore or "", True
         return None
-    ref = vt.register_vm(vcenter, group.host, datastore.name, vm.vmx, vm.new_name, tag)
+    out.notes += vt.prepare_vmx(
+        vcenter, datastore, vm.new_name, vm.vmx, vmx_rules(request, vm, group, copies)
+    )
+    vm_tag = tag.model_copy(update={"datastore": datastore.name})
+    ref = vt.register_vm(
+        vcenter, group.host, datastore.name, vm.vmx, vm.new_name, vm_tag, vm.vm_folder, vm.pool
+    )
     out.restored_as, out.moref, out.state = ref.name, ref.moref, "registered"
-    if request.network == NetworkMode.disconnected:
-        vt.disconnect_nics(vcenter, ref)
+    _set_network(vcenter, request, vm, ref, out)
     answer = "copied"
     if request.operation == Operation.full_restore:
-        vt.relocate_vm(vcenter, ref, vm.target_datastore or vm.datastore)
-        out.datastore, out.kept, out.state = vm.target_datastore or vm.datastore, True, "restored"
+        target = vm.target_datastore or vm.datastore
+        vt.relocate_vm(vcenter, ref, target, disk_moves(vm, copies, plan))
+        vt.mark_kept(vcenter, ref, vm_tag)
+        out.datastore, out.kept, out.state = target, True, "restored"
         if request.replace_original and vm.original:
             ref = _replace_original(vcenter, vm, ref, out)
             answer = "moved"
@@ -221,6 +206,19 @@ def _restore_vm(
         )
         return ref
     return None
+
+
+def _set_network(
+    vcenter: VCenterCredentials, request: RestoreRequest, vm: VmPlan, ref: VmRef, out: VmOutcome
+) -> None:
+    """Give the restored VM's NICs what the plan decided (a VM the inventory no longer has:
+    what the request says, read from the registered VM)."""
+    if vm.network == "disconnect":
+        if vt.disconnect_nics(vcenter, ref):
+            why = "the original runs" if vm.original_running else "asked"
+            out.notes.append(f"NICs start disconnected ({why})")
+    elif vm.network == "map":
+        out.notes += vt.map_nics(vcenter, ref, request.network_map)
 
 
 def _replace_original(
@@ -275,42 +273,47 @@ class Restore:
         self.started_at = started_at
         self.effects = Effects()
         self.groups = [GroupRun(g, arrays[g.array]) for g in plan.groups]
-        self.tag = CopyTag(run=plan.restore_id)
+        self.attempt = current_attempt()
+        self.tag = CopyTag(run=plan.restore_id, server=server_id())
         self.vm_futures: list[PrefectFuture] = []
         self.copy_futures: list[PrefectFuture] = []
         self.log = get_run_logger()
 
+    @property
+    def copies(self) -> dict[str, DatastoreRef]:
+        """The mounted copies, by group key."""
+        return {gr.plan.key: gr.datastore for gr in self.groups if gr.datastore is not None}
+
     # ---- attach ---------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Create the copies (one per group, shared by its VMs), present and mount them."""
-        futures: dict[str, list[PrefectFuture]] = {}
+        """Create the copies (one task per group, its VMs share it), present and mount them."""
+        futures: dict[str, PrefectFuture] = {}
         for gr in self.groups:
             g = gr.plan
             gr.copy_requested = True
             with tags(f"array-{g.array}"):
-                futures[g.key] = [
-                    at.create_snapshot_copy.submit(
-                        gr.array, g.volume, g.snapshot, self.plan.restore_id
-                    )
-                    for _ in g.vms or [None]  # a group with no VM (a catalog) still needs one
-                ]
-            self.copy_futures += futures[g.key]
+                futures[g.key] = at.create_snapshot_copy.submit(
+                    gr.array,
+                    g.volume,
+                    g.snapshot,
+                    self.plan.restore_id,
+                    self.attempt,
+                    self.tag.server,
+                )
+            self.copy_futures.append(futures[g.key])
         errors = []
         for gr in self.groups:
-            for f in futures[gr.plan.key]:
-                f.wait()
-            for f in futures[gr.plan.key]:
-                try:
-                    copy = f.result()
-                except Exception as exc:
-                    errors.append(exc)
-                    continue
-                if gr.copy is None:
-                    gr.copy = copy
-                    self.effects.add(f"copy on {gr.plan.array}", copy.name)
-                elif copy.name != gr.copy.name:
-                    raise RestoreError(f"two copies for one snapshot: {gr.copy.name}, {copy.name}")
+            try:
+                gr.copy = futures[gr.plan.key].result()
+            except Exception as exc:
+                errors.append(exc)
+                continue
+            self.effects.add(
+                Kind.copy,
+                (gr.plan.array, gr.copy.name),
+                f"copy {gr.copy.name} on {gr.plan.array}",
+            )
         if errors:
             raise errors[0]
         for gr in self.groups:
@@ -322,10 +325,24 @@ class Restore:
         tag = self.tag.model_copy(update={"source": f"{g.volume.name}@{g.snapshot.name}"})
         with tags(f"array-{g.array}", f"esxi-{g.host}"):
             gr.presented = True
-            gr.presentation = at.present_copy(gr.array, copy, g.host_identity, g.protocol)
-            self.effects.add(f"presented over {g.protocol} to {g.host}", copy.name)
-            p = gr.presentation
+            p = gr.presentation = at.present_copy(gr.array, copy, g.host_identity, g.protocol)
+            shared = f" (through {p.access}, shared with other hosts)" if p.shared_with else ""
+            self.effects.add(
+                Kind.presentation,
+                (g.array, copy.name),
+                f"{copy.name} presented over {g.protocol} to {g.host}{shared}",
+            )
+            if p.shared_with:
+                self.log.warning(
+                    "%s exports %s through %s, which also holds %s: those hosts see the copy "
+                    "too; it is cleaned up on every host that sees it",
+                    g.array,
+                    copy.name,
+                    p.access,
+                    ", ".join(p.shared_with),
+                )
             if g.protocol == "nfs":
+                gr.copy = copy = copy.model_copy(update={"nfs_path": p.nfs_path})
                 gr.datastore = vt.mount_nfs(
                     self.vc, g.host, p.nfs_server or "", p.nfs_path or "", g.mount_name, tag
                 )
@@ -334,28 +351,37 @@ class Restore:
                     added = vt.ensure_static_targets(self.vc, g.host, p.iscsi_targets or g.portals)
                     if added:
                         self.effects.add(
-                            "iSCSI static targets added (kept: they may serve other LUNs)",
-                            g.host,
+                            Kind.static_targets,
+                            (g.host,),
+                            f"iSCSI static targets added on {g.host} (kept: they may serve "
+                            "other LUNs)",
                             kept=True,
                         )
                 gr.rescanned = True
                 vt.rescan_adapters(self.vc, g.host, g.protocol)
                 vt.find_copy_device(self.vc, g.host, copy.naa or "")
+                self.effects.add(
+                    Kind.device, (g.host, copy.naa or ""), f"device {copy.naa} on {g.host}"
+                )
                 gr.datastore = vt.resignature_copy(
                     self.vc, g.host, copy.naa or "", g.mount_name, tag
                 )
-            self.effects.add(f"datastore mounted on {g.host}", gr.datastore.name)
+            self.effects.add(
+                Kind.datastore,
+                (g.host, gr.datastore.moref),
+                f"datastore {gr.datastore.name} mounted on {g.host}",
+            )
 
     # ---- the VMs ---------------------------------------------------------------------------
 
     def restore_vms(self) -> None:
         """Run the operation for every VM, several at a time; a VM's failure is recorded."""
         pending: list[tuple[GroupRun, VmPlan, PrefectFuture]] = []
+        copies = self.copies
         for gr in self.groups:
-            assert gr.datastore is not None
             for vm in gr.plan.vms:
                 f = restore_vm.submit(
-                    self.vc, self.req, vm, gr.plan, gr.datastore, self.tag, self.started_at
+                    self.vc, self.plan, vm, gr.plan, copies, self.tag, self.started_at
                 )
                 self.vm_futures.append(f)
                 pending.append((gr, vm, f))
@@ -364,176 +390,184 @@ class Restore:
                 out = f.result()
             except Exception as exc:
                 out = getattr(exc, "outcome", None) or VmOutcome(
-                    vm=vm.name, host=gr.plan.host, state="failed", error=brief(exc)
+                    vm=vm.key, host=gr.plan.host, state="failed", error=brief(exc)
                 )
-            gr.outcomes[vm.name] = out
-            if out.restored_as:
-                self.effects.add("VM registered", out.restored_as, kept=out.kept)
-            if out.original:
-                self.effects.add(f"original VM {out.original}", vm.name, kept=True)
+            gr.outcomes[vm.key] = out
+            if out.restored_as and out.moref:
+                self.effects.add(Kind.vm, (out.moref,), f"VM {out.restored_as}", kept=out.kept)
+            if out.original and vm.original:
+                self.effects.add(
+                    Kind.original, (vm.original,), f"original VM {vm.key}: {out.original}", True
+                )
             if out.files:
                 self.effects.add(
-                    f"files copied to [{out.datastore}] {vm.target_folder}",
-                    ", ".join(out.files),
+                    Kind.files,
+                    (out.datastore, vm.target_folder or ""),
+                    f"files copied to [{out.datastore}] {vm.target_folder}: "
+                    + ", ".join(out.files),
                     kept=True,
                 )
 
     def outcomes(self) -> list[VmOutcome]:
         """Return every VM's outcome, in plan order."""
         return [
-            gr.outcomes.get(v.name, VmOutcome(vm=v.name)) for gr in self.groups for v in gr.plan.vms
+            gr.outcomes.get(v.key, VmOutcome(vm=v.key)) for gr in self.groups for v in gr.plan.vms
         ]
 
     def migrate(self, target: str | None = None) -> None:
-        """Move the running VMs off the copy (Storage vMotion); they are kept afterwards."""
+        """Move the running VMs off the copies (Storage vMotion); they are kept afterwards.
+
+        A VM whose migration fails still runs from the copy (its state says so); one whose
+        migration outlives the wait is kept (vCenter goes on moving it) and its copy stays.
+        """
         moves = []
+        copies = self.copies
         for gr in self.groups:
             for vm in gr.plan.vms:
-                out = gr.outcomes.get(vm.name)
+                out = gr.outcomes.get(vm.key)
                 if out is None or out.moref is None or out.state in ("failed", "migrated"):
                     continue
                 ds = target or vm.target_datastore or vm.datastore
                 ref = VmRef(name=out.restored_as or vm.new_name, moref=out.moref)
-                moves.append((out, ds, vt.relocate_vm.submit(self.vc, ref, ds)))
-        for out, ds, f in moves:
+                f = vt.relocate_vm.submit(self.vc, ref, ds, disk_moves(vm, copies, self.plan))
+                moves.append((gr, out, ref, ds, f))
+        for gr, out, ref, ds, f in moves:
+            vm_tag = self.tag.model_copy(update={"datastore": out.datastore})
             try:
                 f.result()
-                out.state, out.datastore, out.kept = "migrated", ds, True
-                self.effects.keep("VM registered", out.restored_as or out.vm)
-                self.effects.add(f"VM moved to {ds}", out.restored_as or out.vm, kept=True)
             except Exception as exc:
-                out.state, out.error = "failed", f"migration to {ds} failed: {brief(exc)}"
+                cause = exc.__cause__ or exc
+                if isinstance(exc, TaskStillRunning) or isinstance(cause, TaskStillRunning):
+                    self._keep(ref, vm_tag, out)
+                    gr.busy = f"VM {ref.name} is still being migrated off it"
+                    out.state = "migrating (still running in vCenter)"
+                    out.error = (
+                        f"the migration of {ref.name} to {ds} outlived the wait and goes on in "
+                        f"vCenter; the VM runs and is kept. Once it is on {ds}, run the janitor "
+                        f"for restore {self.plan.restore_id} to remove the copy"
+                    )
+                else:
+                    out.state, out.error = "failed", f"migration to {ds} failed: {brief(exc)}"
+                continue
+            self._keep(ref, vm_tag, out)
+            out.state, out.datastore = "migrated", ds
+            self.effects.add(Kind.vm_moved, (ref.moref,), f"VM {ref.name} moved to {ds}", True)
+
+    def _keep(self, ref: VmRef, vm_tag: CopyTag, out: VmOutcome) -> None:
+        """Mark a VM the user keeps, in its tag (for the janitor) and in the report."""
+        try:
+            vt.mark_kept(self.vc, ref, vm_tag)
+        except Exception as exc:  # the VM is kept all the same; the janitor spares moved VMs
+            self.log.error("could not mark %s kept in its tag: %s", ref.name, brief(exc))
+        out.kept = True
+        self.effects.keep(Kind.vm, (ref.moref,))
+
+    def keep_running(self, reason: str) -> None:
+        """Keep the VMs that still run from a copy (an automatic migration failed): they are
+        marked kept and their copies stay, for the user to migrate and then sweep."""
+        for gr in self.groups:
+            for out in gr.outcomes.values():
+                if out.moref and out.state == "failed" and out.restored_as:
+                    ref = VmRef(name=out.restored_as, moref=out.moref)
+                    self._keep(ref, self.tag.model_copy(update={"datastore": out.datastore}), out)
+                    gr.busy = f"VM {out.restored_as} runs from it ({reason})"
 
     # ---- teardown ---------------------------------------------------------------------------
 
     def teardown(self) -> list[str]:
-        """Undo everything on the copies in the safe order; return what could not be undone."""
+        """Undo everything on the copies in the safe order, on every host that sees them;
+        return what could not be undone (or stays on purpose, with what to do)."""
         deadline = time.monotonic() + 20
         for f in self.copy_futures + self.vm_futures:  # on cancellation, let steps end first
             f.wait(timeout=max(0.0, deadline - time.monotonic()))
         left: list[str] = []
-        for gr in reversed(self.groups):
+        found: list[GroupRun] = []
+        for gr in self.groups:
+            if gr.copy is None and gr.copy_requested:
+                try:
+                    gr.copy = self._created_anyway(gr)
+                except Exception as exc:
+                    name = self._copy_name(gr)
+                    left.append(
+                        f"perhaps copy {name} on {gr.plan.array} (could not check: {brief(exc)})"
+                    )
+                    continue
+            if gr.copy is not None:
+                found.append(gr)
+        # groups with VMs first: a VM with disks on several copies goes with its own copy
+        for gr in sorted(found, key=lambda gr: not gr.plan.vms):
             left += self._teardown(gr)
         return left
 
+    def _survey(self, gr: GroupRun) -> sweep.Footprint | None:
+        """Where the copy is in use in vCenter now, or None if vCenter cannot be read."""
+        assert gr.copy is not None
+        nfs = {}
+        if gr.presentation is not None and gr.presentation.nfs_server:
+            nfs[gr.plan.array] = [gr.presentation.nfs_server]
+        try:
+            survey = jt.survey_vcenter(self.vc, [gr.copy], nfs)
+        except Exception as exc:
+            self.log.error("cannot read where %s is in use: %s", gr.copy.name, brief(exc))
+            return None
+        return survey.footprints[sweep.footprint_key(gr.copy)]
+
     def _teardown(self, gr: GroupRun) -> list[str]:
-        if gr.copy is None and gr.copy_requested:
-            try:
-                gr.copy = self._created_anyway(gr)
-            except Exception as exc:
-                name = gr.array.copy_name(
-                    self.plan.restore_id, at.copy_key(gr.plan.volume, gr.plan.snapshot)
-                )
-                return [f"perhaps copy {name} on {gr.plan.array} (could not check: {brief(exc)})"]
-        g, copy, vc = gr.plan, gr.copy, self.vc
-        if copy is None:
-            return []
-        # (what is left if the step fails, the step, whether later steps depend on it)
-        steps: list[tuple[str, Callable[[], Any], bool]] = []
-        if gr.presented:
-            nfs = None
-            if gr.presentation and gr.presentation.nfs_server:
-                nfs = (gr.presentation.nfs_server, gr.presentation.nfs_path or "")
-            steps.append(
-                (
-                    f"VMs and datastores from {copy.name} on {g.host}",
-                    lambda: self._unmount(gr, nfs),
-                    True,
-                )
-            )
-            if gr.block:
-                steps.append(
-                    (
-                        f"device {copy.naa} attached on {g.host}",
-                        lambda: vt.detach_lun(vc, g.host, copy.naa or ""),
-                        True,
-                    )
-                )
-            steps.append(
-                (
-                    f"copy {copy.name} presented to {g.host}",
-                    self._undoing(
-                        f"presented over {g.protocol} to {g.host}",
-                        copy.name,
-                        lambda: at.unpresent_copy(gr.array, copy, g.host_identity, g.protocol),
-                    ),
-                    True,
-                )
-            )
-            if gr.block and gr.rescanned:
-                # housekeeping: the withdrawn device leaves the host's list; deleting the
-                # copy does not depend on it
-                steps.append(
-                    (
-                        f"a stale entry for {copy.naa} on {g.host} (rescan its adapters)",
-                        lambda: vt.rescan_adapters(vc, g.host, g.protocol),
-                        False,
-                    )
-                )
-        steps.append(
-            (
-                f"copy {copy.name} on {g.array}",
-                self._undoing(
-                    f"copy on {g.array}", copy.name, lambda: at.delete_copy(gr.array, copy)
-                ),
-                True,
-            )
+        g, copy = gr.plan, gr.copy
+        assert copy is not None
+        if gr.busy:
+            return [
+                f"copy {copy.name} on {g.array}, mounted on {g.host} ({gr.busy}; once that "
+                f"is done, run the janitor for restore {self.plan.restore_id})"
+            ]
+        footprint = self._survey(gr) if gr.presented else sweep.Footprint()
+        if footprint is None:
+            return [
+                f"copy {copy.name} on {g.array} and what was made from it (vCenter could not "
+                "be read to find every host that sees it: run the janitor for restore "
+                f"{self.plan.restore_id} once vCenter answers)"
+            ]
+        unit = teardown.copy_unit(
+            self.vc,
+            gr.array,
+            copy,
+            footprint,
+            own_run=self.plan.restore_id,
+            also_rescan=[(g.host, g.protocol)] if gr.rescanned else [],
         )
+        if unit.blocked:
+            self.log.error("cannot clean up %s: %s", copy.name, unit.blocked)
+            return [f"copy {copy.name} on {g.array} and its datastore ({unit.blocked})"]
+        results = teardown.carry_out(unit, log=self.log.error)
         left: list[str] = []
-        for i, (what, step, needed) in enumerate(steps):
-            try:
-                with tags(f"array-{g.array}", f"esxi-{g.host}"):
-                    step()
-            except Exception as exc:
-                self.log.error("cleanup step for %r failed: %s", what, exc)
-                if needed:
-                    return left + [f"{what} ({brief(exc)})"] + [s[0] for s in steps[i + 1 :]]
-                left.append(what)
+        for r in results:
+            s = r.step
+            if r.outcome in ("done", "already done"):
+                if s.undoes is not None:
+                    kind, key = s.undoes
+                    self.effects.undone(kind, key, _label(s))
+            elif not s.needed:  # housekeeping (a rescan): nothing breaks if it stays undone
+                left.append(_leftover(s))
+            elif r.outcome == "FAILED":
+                left.append(f"{_label(s)} ({r.detail})")
+            elif r.outcome == "not done":
+                left.append(_label(s))
         return left
+
+    def _copy_name(self, gr: GroupRun) -> str:
+        g = gr.plan
+        return at.copy_name_for(gr.array, g.volume, g.snapshot, self.plan.restore_id, self.attempt)
 
     def _created_anyway(self, gr: GroupRun) -> SnapshotCopy | None:
         """Return this run's copy for the group if the array made it although the copy
         step failed (a timeout, or cancellation, after the create call), else None."""
         g = gr.plan
-        name = gr.array.copy_name(self.plan.restore_id, at.copy_key(g.volume, g.snapshot))
         with tags(f"array-{g.array}"):
-            found = at.find_copy(gr.array, name)
+            found = at.find_copy(gr.array, self._copy_name(gr))
         if found is None or found.tag is None or found.tag.run != self.plan.restore_id:
             return None
-        self.effects.add(f"copy on {g.array}", found.name)
+        self.effects.add(Kind.copy, (g.array, found.name), f"copy {found.name} on {g.array}")
         return found
-
-    def _undoing(self, what: str, obj: str, step: Callable[[], Any]) -> Callable[[], None]:
-        """Return ``step`` followed by marking the side effect ``what obj`` undone."""
-
-        def run() -> None:
-            step()
-            self.effects.undone(what, obj)
-
-        return run
-
-    def _unmount(self, gr: GroupRun, nfs: tuple[str, str] | None) -> None:
-        g, copy = gr.plan, gr.copy
-        assert copy is not None
-        found = vt.find_copy_datastores(self.vc, g.host, copy.naa if gr.block else None, nfs)
-        for ds in found:
-            users = vt.vms_using_datastore(self.vc, ds)
-            others = [u.name for u in users if not (u.lives_on and u.run == self.tag.run)]
-            if others:  # never power off or unregister a VM this run did not restore
-                raise RestoreError(
-                    f"VM(s) {', '.join(others)} use datastore {ds.name} (the copy) but were not "
-                    f"restored by this run: remove their disks on it or move them off it, "
-                    f"then run the janitor for restore {self.tag.run}"
-                )
-            for vm in users:
-                vt.power_off_vm(self.vc, vm)
-                vt.unregister_vm(self.vc, vm)
-                self.effects.undone("VM registered", vm.name)
-            if ds.kind == "vmfs":
-                vt.unmount_vmfs(self.vc, g.host, ds)
-            else:
-                vt.remove_nas_datastore(self.vc, g.host, ds)
-            self.effects.undone(f"datastore mounted on {g.host}", ds.name)
 
     # ---- report -----------------------------------------------------------------------------
 
@@ -549,6 +583,7 @@ class Restore:
                 "power-on after (s)": ""
                 if o.seconds_to_power_on is None
                 else o.seconds_to_power_on,
+                "notes": "; ".join(o.notes),
             }
             for o in self.outcomes()
         ]
@@ -583,3 +618,21 @@ class Restore:
             "side_effects": self.effects.table(),
             "left_behind": leftovers,
         }
+
+
+def _label(s: teardown.Step) -> str:
+    """A teardown step's object, as a leftover or a side effect names it."""
+    if s.kind == "VM":
+        return f"VM {s.object} on {s.where}"
+    if s.kind == "datastore":
+        return f"datastore {s.object} mounted on {s.where}"
+    if s.kind == "device":
+        return f"device {s.object} attached on {s.where}"
+    if s.action.startswith("withdraw"):
+        return f"copy {s.object} presented to hosts by {s.where}"
+    return f"copy {s.object} on {s.where}"
+
+
+def _leftover(s: teardown.Step) -> str:
+    """What a failed housekeeping step leaves (nothing that breaks a host)."""
+    return f"a stale entry for {s.object} on {s.where} (rescan its adapters)"

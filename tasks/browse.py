@@ -2,7 +2,9 @@
 
 The catalog mounts a snapshot copy and asks what VMs it holds: the datastore browser
 finds the ``.vmx`` files, and vCenter's ``/folder`` file service serves their text so
-that each VM can be named as its configuration names it. Everything here only reads.
+that each VM can be named as its configuration names it. A restore reads (and, on its own
+snapshot copy only, rewrites) a VM's ``.vmx`` through the same service before registering
+it (:mod:`tasks.vmx_edit`).
 """
 
 from __future__ import annotations
@@ -98,6 +100,43 @@ def file_url_path(datacenter: str, datastore: str, path: str) -> str:
     return f"/folder/{quote(path)}?{urlencode({'dcPath': datacenter, 'dsName': datastore})}"
 
 
+def _file_request(
+    si: vim.ServiceInstance,
+    datastore: vim.Datastore,
+    path: str,
+    method: str,
+    body: bytes | None,
+    *,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    timeout_s: float,
+    max_bytes: int,
+) -> bytes:
+    dc = inventory_path(si, vs.datacenter_of(datastore))  # SOAP first: a lapsed session logs in
+    stub = getattr(si._stub, "soapStub", si._stub)  # under the session-oriented stub, if any
+    cookie = (stub.cookie or "").split(";", 1)[0]
+    conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout_s)
+    headers = {"Cookie": cookie}
+    if body is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    try:
+        conn.request(method, file_url_path(dc, datastore.name, path), body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read(max_bytes + 1)
+    finally:
+        conn.close()
+    if resp.status not in (200, 201, 204):
+        verb = "reading" if method == "GET" else "writing"
+        raise vs.VSphereError(
+            f"{verb} [{datastore.name}] {path} through vCenter gave HTTP {resp.status} "
+            f"{resp.reason}"
+        )
+    if len(data) > max_bytes:
+        raise vs.VSphereError(f"[{datastore.name}] {path} is larger than {max_bytes} bytes")
+    return data
+
+
 def read_datastore_file(
     si: vim.ServiceInstance,
     datastore: vim.Datastore,
@@ -115,23 +154,45 @@ def read_datastore_file(
     session ``si``; TLS is verified with ``context``. Raises VSphereError for an HTTP error
     or a file larger than ``max_bytes``.
     """
-    dc = inventory_path(si, vs.datacenter_of(datastore))  # SOAP first: a lapsed session logs in
-    stub = getattr(si._stub, "soapStub", si._stub)  # under the session-oriented stub, if any
-    cookie = (stub.cookie or "").split(";", 1)[0]
-    conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout_s)
-    try:
-        conn.request("GET", file_url_path(dc, datastore.name, path), headers={"Cookie": cookie})
-        resp = conn.getresponse()
-        body = resp.read(max_bytes + 1)
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise vs.VSphereError(
-            f"reading [{datastore.name}] {path} from vCenter gave HTTP {resp.status} {resp.reason}"
-        )
-    if len(body) > max_bytes:
-        raise vs.VSphereError(f"[{datastore.name}] {path} is larger than {max_bytes} bytes")
-    return body
+    return _file_request(
+        si,
+        datastore,
+        path,
+        "GET",
+        None,
+        host=host,
+        port=port,
+        context=context,
+        timeout_s=timeout_s,
+        max_bytes=max_bytes,
+    )
+
+
+def write_datastore_file(
+    si: vim.ServiceInstance,
+    datastore: vim.Datastore,
+    path: str,
+    content: bytes,
+    *,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    timeout_s: float,
+) -> None:
+    """Replace ``[datastore] path`` with ``content`` through vCenter's ``/folder`` service
+    (HTTP PUT, with the SOAP session's cookie). Raises VSphereError for an HTTP error."""
+    _file_request(
+        si,
+        datastore,
+        path,
+        "PUT",
+        content,
+        host=host,
+        port=port,
+        context=context,
+        timeout_s=timeout_s,
+        max_bytes=MAX_VMX_BYTES,
+    )
 
 
 _VMX_ESCAPE = re.compile(rb"\|([0-9A-Fa-f]{2})")

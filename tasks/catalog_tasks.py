@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 from datetime import datetime
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel
 from pyVmomi import vim
 
@@ -13,7 +13,7 @@ from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
 from tasks import browse
 from tasks import vsphere as vs
-from tasks.retry import step_options
+from tasks.retry import step
 
 
 class FoundVm(BaseModel):
@@ -81,7 +81,7 @@ def identify(
     return out
 
 
-@task(**step_options("find the VMs on {datastore}"))
+@step("find the VMs on {datastore}")
 def find_vms(vcenter: VCenterCredentials, datastore: str) -> list[FoundVm]:
     """Return the VMs whose .vmx is on ``datastore`` (every folder), sorted by .vmx path.
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import task
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.events.filters import (
@@ -27,7 +26,7 @@ from blocks.arrays import StorageArray
 from blocks.models import SnapshotCopy
 from blocks.vcenter import VCenterCredentials
 from tasks import sweep
-from tasks.retry import step_options
+from tasks.retry import step
 
 TERMINAL = frozenset(
     {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
@@ -151,7 +150,7 @@ def run_status(
     )
 
 
-@task(**step_options("ask Prefect whether runs {run_ids} are gone"))
+@step("ask Prefect whether runs {run_ids} are gone")
 def assess_runs(
     run_ids: list[str], heartbeat_timeout_minutes: float, now: datetime | None = None
 ) -> dict[str, RunStatus]:
@@ -178,7 +177,7 @@ def assess_runs(
     return out
 
 
-@task(**step_options("list snaprestore's copies on {array.name}"))
+@step("list snaprestore's copies on {array.name}")
 def list_tagged_copies(array: StorageArray) -> list[SnapshotCopy]:
     """Return the array's copies that carry snaprestore's tag (never an untagged volume)."""
     copies = [c for c in array.list_copies() if c.tag is not None]
@@ -186,7 +185,7 @@ def list_tagged_copies(array: StorageArray) -> list[SnapshotCopy]:
     return copies
 
 
-@task(**step_options("find snaprestore's objects in vCenter"))
+@step("find snaprestore's objects in vCenter")
 def survey_vcenter(
     vcenter: VCenterCredentials, copies: list[SnapshotCopy], nfs_servers: dict[str, list[str]]
 ) -> sweep.Survey:

@@ -24,10 +24,6 @@ from tasks.vsphere import adapter_protocols, collect, split_ds_path
 
 TAG_FIELD = "snaprestore"  # the custom attribute tasks.vsphere_tasks._tag writes
 
-# VM connection states in which the VM's files cannot be reached: unregistering is all
-# that can be done for it
-UNREACHABLE_VM = frozenset({"orphaned", "inaccessible", "invalid"})
-
 
 class Mount(BaseModel):
     """A datastore mounted on one host."""
@@ -47,7 +43,7 @@ class SeenVm(BaseModel):
     host: str | None = None
     power: str = ""
     connection: str = ""
-    stranded: bool = False  # orphaned/inaccessible, or its .vmx datastore is gone
+    stranded: bool = False  # restored, not kept, and the copy datastore it lives on is gone
 
 
 class SeenDatastore(BaseModel):
@@ -299,8 +295,20 @@ def survey(
     }
     for vm in vms:
         if vm.tag is not None and vm.moref not in on_claimed:
-            vm.stranded = vm.connection in UNREACHABLE_VM or (
-                vm.vmx_datastore is not None and vm.vmx_datastore not in names
-            )
+            vm.stranded = stranded(vm, names)
             out.vms.append(vm)
     return out
+
+
+def stranded(vm: SeenVm, datastores: set[str]) -> bool:
+    """True when ``vm`` is a restored VM nobody keeps whose snapshot-copy datastore is gone.
+
+    Only the tag decides: the VM is not marked kept, it still lives on the copy datastore
+    its tag says it was registered from, and no datastore of that name is left. A VM whose
+    .vmx is anywhere else — production storage, in All-Paths-Down or not — is never
+    stranded, whatever its connection state.
+    """
+    tag = vm.tag
+    if tag is None or tag.kept or not tag.datastore:
+        return False
+    return vm.vmx_datastore == tag.datastore and tag.datastore not in datastores

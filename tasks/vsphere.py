@@ -23,6 +23,15 @@ class VSphereError(Exception):
     """A vSphere step could not be done; the message says what and what to check."""
 
 
+class TaskStillRunning(VSphereError):
+    """A vSphere task did not end within its wait; it goes on in vCenter (``task`` is its
+    managed object id)."""
+
+    def __init__(self, message: str, task: str = ""):
+        super().__init__(message)
+        self.task = task
+
+
 # ---- lookups -----------------------------------------------------------------------------------
 
 
@@ -62,6 +71,31 @@ def collect(si: vim.ServiceInstance, vimtype: type, props: list[str]) -> list[di
         return out
     finally:
         view.Destroy()
+
+
+def read_objects(
+    si: vim.ServiceInstance, objs: Iterable[Any], props: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Return ``props`` of each of ``objs`` (of one type), by managed object id, in one
+    PropertyCollector read. Properties that could not be read are absent."""
+    objs = list(objs)
+    if not objs:
+        return {}
+    pc = vmodl.query.PropertyCollector
+    spec = pc.FilterSpec(
+        objectSet=[pc.ObjectSpec(obj=o, skip=False) for o in objs],
+        propSet=[pc.PropertySpec(type=type(objs[0]), pathSet=props, all=False)],
+    )
+    collector = si.RetrieveContent().propertyCollector
+    out: dict[str, dict[str, Any]] = {}
+    result = collector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
+    while result is not None:
+        for oc in result.objects or []:
+            out[oc.obj._moId] = {"obj": oc.obj, **{p.name: p.val for p in oc.propSet or []}}
+        if not result.token:
+            break
+        result = collector.ContinueRetrievePropertiesEx(result.token)
+    return out
 
 
 def all_named(si: vim.ServiceInstance, vimtype: type, name: str) -> list[Any]:
@@ -122,11 +156,31 @@ def wait(task: vim.Task, timeout_s: float) -> Any:
         if info.state == vim.TaskInfo.State.error:
             raise info.error
         if time.monotonic() > deadline:
-            raise VSphereError(
-                f"task {info.descriptionId} still {info.state} after {timeout_s:.0f}s"
+            raise TaskStillRunning(
+                f"vCenter task {task._moId} ({info.descriptionId}) is still {info.state} after "
+                f"{timeout_s:.0f} s; it goes on in vCenter",
+                task._moId,
             )
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+ACTIVE = (vim.TaskInfo.State.queued, vim.TaskInfo.State.running)
+
+
+def running_tasks(tasks: Iterable[vim.Task], *description_ids: str) -> list[vim.Task]:
+    """Return those of ``tasks`` that are queued or running, with one of ``description_ids``
+    (vCenter's task kinds, e.g. ``VirtualMachine.relocate``; case-insensitive)."""
+    wanted = {d.lower() for d in description_ids}
+    out = []
+    for t in tasks or []:
+        try:
+            info = t.info
+        except vmodl.fault.ManagedObjectNotFound:  # finished and gone meanwhile
+            continue
+        if info.state in ACTIVE and (info.descriptionId or "").lower() in wanted:
+            out.append(t)
+    return out
 
 
 # ---- adapters and devices ------------------------------------------------------------------
@@ -300,16 +354,23 @@ def split_ds_path(path: str) -> tuple[str, str]:
 
 
 def register_vm(
-    host: vim.HostSystem, datastore: str, vmx: str, name: str, timeout_s: float
+    host: vim.HostSystem,
+    datastore: str,
+    vmx: str,
+    name: str,
+    timeout_s: float,
+    folder: vim.Folder | None = None,
+    pool: vim.ResourcePool | None = None,
 ) -> vim.VirtualMachine:
-    """Register ``[datastore] vmx`` on ``host`` as ``name``; idempotent on the name."""
-    dc = datacenter_of(host)
+    """Register ``[datastore] vmx`` on ``host`` as ``name`` in ``folder`` and ``pool``
+    (default: the datacenter's VM folder, the host's cluster's root pool); idempotent."""
     si = vim.ServiceInstance("ServiceInstance", host._stub)
     for existing in all_named(si, vim.VirtualMachine, name):  # an earlier attempt's
         if vmx_path_of(existing) == f"[{datastore}] {vmx}":
             return existing
-    pool = host.parent.resourcePool
-    task = dc.vmFolder.RegisterVM_Task(
+    folder = folder or datacenter_of(host).vmFolder
+    pool = pool or host.parent.resourcePool
+    task = folder.RegisterVM_Task(
         path=f"[{datastore}] {vmx}", name=name, asTemplate=False, pool=pool, host=host
     )
     return wait(task, timeout_s)
@@ -328,6 +389,43 @@ def disconnect_nics(vm: vim.VirtualMachine, timeout_s: float) -> int:
     if changes:
         wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)), timeout_s)
     return len(changes)
+
+
+def map_nics(
+    vm: vim.VirtualMachine, mapping: dict[str, Any], timeout_s: float
+) -> list[tuple[str, str, str]]:
+    """Move each NIC of ``vm`` to the network ``mapping`` names for its current network
+    (network name -> vim.Network); a NIC whose network is not in the map starts (and
+    stays) disconnected. Return (NIC, from, to or "disconnected") per NIC changed."""
+    changes, done = [], []
+    for dev in vm.config.hardware.device:
+        if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
+            continue
+        current = getattr(dev.backing, "deviceName", "") or ""
+        label = dev.deviceInfo.label if dev.deviceInfo else str(dev.key)
+        target = mapping.get(current)
+        if target is None:
+            if dev.connectable.startConnected or dev.connectable.connected:
+                dev.connectable.startConnected = dev.connectable.connected = False
+                changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=dev))
+                done.append((label, current, "disconnected"))
+            continue
+        if isinstance(target, vim.dvs.DistributedVirtualPortgroup):
+            dev.backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+                port=vim.dvs.PortConnection(
+                    portgroupKey=target.key,
+                    switchUuid=target.config.distributedVirtualSwitch.uuid,
+                )
+            )
+        else:
+            dev.backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+                deviceName=target.name, network=target
+            )
+        changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=dev))
+        done.append((label, current, target.name))
+    if changes:
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)), timeout_s)
+    return done
 
 
 UUID_QUESTION = "msg.uuid.altered"
@@ -422,9 +520,61 @@ def unregister(vm: vim.VirtualMachine) -> bool:
     return True
 
 
-def relocate(vm: vim.VirtualMachine, datastore: vim.Datastore, timeout_s: float) -> None:
-    """Move ``vm``'s files to ``datastore`` (Storage vMotion when it runs)."""
-    wait(vm.RelocateVM_Task(vim.vm.RelocateSpec(datastore=datastore)), timeout_s)
+RELOCATE = "VirtualMachine.relocate"
+
+
+def placed_on(vm: vim.VirtualMachine, datastore: vim.Datastore, disks: dict[str, Any]) -> bool:
+    """True when ``vm`` is where a relocation to ``datastore`` would put it: its .vmx there
+    and every disk there or on one of the datastores ``disks`` maps to."""
+    config = vm.config
+    if config is None or not config.files.vmPathName.startswith(f"[{datastore.name}]"):
+        return False
+    allowed = {datastore.name} | {d.name for d in disks.values()}
+    return all(
+        _datastore_name(dev) in allowed
+        for dev in config.hardware.device
+        if isinstance(dev, vim.vm.device.VirtualDisk)
+    )
+
+
+def _datastore_name(dev: Any) -> str:
+    return (getattr(dev.backing, "fileName", "") or "").partition("]")[0].lstrip("[")
+
+
+def relocate(
+    vm: vim.VirtualMachine,
+    datastore: vim.Datastore,
+    timeout_s: float,
+    disks: dict[str, Any] | None = None,
+) -> str:
+    """Move ``vm``'s files to ``datastore`` (Storage vMotion when it runs); the disks now on
+    the datastores named in ``disks`` go to the datastore mapped to instead.
+
+    Safe to call again: a relocation of ``vm`` still running (an earlier attempt whose
+    reply was lost) is waited for, and a VM already in place is left alone. Returns
+    "moved", "already there" or "finished a relocation already running". Raises
+    TaskStillRunning when the relocation outlives ``timeout_s`` (it goes on in vCenter).
+    """
+    disks = disks or {}
+    running = running_tasks(vm.recentTask, RELOCATE)
+    if running:
+        wait(running[0], timeout_s)
+        if placed_on(vm, datastore, disks):
+            return "finished a relocation already running"
+    if placed_on(vm, datastore, disks):
+        return "already there"
+    locators = []
+    for dev in vm.config.hardware.device:
+        if not isinstance(dev, vim.vm.device.VirtualDisk):
+            continue
+        target = disks.get(_datastore_name(dev), datastore)
+        locators.append(vim.vm.RelocateSpec.DiskLocator(diskId=dev.key, datastore=target))
+    spec = vim.vm.RelocateSpec(datastore=datastore, disk=locators or None)
+    wait(vm.RelocateVM_Task(spec), timeout_s)
+    return "moved"
+
+
+COPY_FILE = ("FileManager.copy", "FileManager.copyDatastoreFile")
 
 
 def copy_files(
@@ -438,21 +588,28 @@ def copy_files(
 ) -> list[str]:
     """Copy the files of ``[source] folder`` matching ``patterns`` to ``[target] target_folder``.
 
-    Returns the copied file names; the target folder is created. Files of these names in
-    the target are overwritten, so a repeat after a partial copy completes it: the caller
-    makes sure, before the first attempt, that the target holds none of them
-    (:func:`matching_files`).
+    Returns the copied file names; the target folder is created. Safe to call again: file
+    copies vCenter is still running (an earlier attempt's) are waited for first, a file
+    already in the target with the source's size is not copied again, and one cut short is
+    copied again over itself. The caller makes sure, before the first attempt, that the
+    target holds none of them (:func:`matching_files`). Raises TaskStillRunning when a copy
+    outlives ``timeout_s``.
     """
-    files = matching_files(source, folder, patterns, timeout_s)
+    files = file_sizes(source, folder, patterns, timeout_s)
     if not files:
         raise VSphereError(f"no file in [{source.name}] {folder} matches {patterns}")
+    for running in running_tasks(si.content.taskManager.recentTask, *COPY_FILE):
+        wait(running, timeout_s)
     dc = datacenter_of(source)
     fm = si.content.fileManager
     with contextlib.suppress(vim.fault.FileAlreadyExists):
         fm.MakeDirectory(
             name=f"[{target.name}] {target_folder}", datacenter=dc, createParentDirectories=True
         )
-    for name in files:
+    there = file_sizes(target, target_folder, patterns, timeout_s)
+    for name, size in files.items():
+        if name in there and size is not None and there[name] == size:
+            continue  # copied by an earlier attempt
         wait(
             fm.CopyDatastoreFile_Task(
                 sourceName=f"[{source.name}] {folder}/{name}",
@@ -463,7 +620,27 @@ def copy_files(
             ),
             timeout_s,
         )
-    return files
+    return sorted(files)
+
+
+def file_sizes(
+    ds: vim.Datastore, folder: str, patterns: list[str], timeout_s: float
+) -> dict[str, int | None]:
+    """Return name -> size of the files in ``[ds] folder`` matching ``patterns`` (none if
+    the folder does not exist)."""
+    spec = vim.host.DatastoreBrowser.SearchSpec(
+        matchPattern=list(patterns),
+        details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True, fileType=True),
+    )
+    try:
+        result = wait(ds.browser.SearchDatastore_Task(f"[{ds.name}] {folder}", spec), timeout_s)
+    except vim.fault.FileNotFound:
+        return {}
+    return {
+        f.path: f.fileSize
+        for f in sorted(result.file or [], key=lambda f: f.path)
+        if any(fnmatch.fnmatch(f.path, p) for p in patterns)
+    }
 
 
 def matching_files(
@@ -471,14 +648,7 @@ def matching_files(
 ) -> list[str]:
     """Return the names of the files in ``[ds] folder`` matching ``patterns``, sorted
     (none if the folder does not exist)."""
-    spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=list(patterns))
-    try:
-        result = wait(ds.browser.SearchDatastore_Task(f"[{ds.name}] {folder}", spec), timeout_s)
-    except vim.fault.FileNotFound:
-        return []
-    return sorted(
-        f.path for f in result.file or [] if any(fnmatch.fnmatch(f.path, p) for p in patterns)
-    )
+    return sorted(file_sizes(ds, folder, patterns, timeout_s))
 
 
 # ---- teardown of storage -------------------------------------------------------------------

@@ -39,7 +39,7 @@ def test_a_restore_triggered_with_plain_http_runs_and_cleans_up(lab, served, wor
     key = f"ticket-{uuid.uuid4().hex[:8]}"
     r = api.create_run(
         "restore-from-snapshot/default",
-        {"vms": ds["vms"][:2], "snapshot": "latest", "finish": "stop"},
+        {"vms": ds["vms"][:2], "snapshot": "latest"},
         tags=["api-triggered"],
         idempotency_key=key,
     )
@@ -48,7 +48,7 @@ def test_a_restore_triggered_with_plain_http_runs_and_cleans_up(lab, served, wor
     # the same request again is the same run (API-triggered retries are safe)
     again = api.create_run(
         "restore-from-snapshot/default",
-        {"vms": ds["vms"][:2], "snapshot": "latest", "finish": "stop"},
+        {"vms": ds["vms"][:2], "snapshot": "latest"},
         idempotency_key=key,
     )
     assert again.json()["id"] == run["id"]
@@ -84,8 +84,6 @@ def test_prefect_deployment_run_from_the_command_line(lab, served, world):
             "restore-from-snapshot/default",
             "-p",
             'vms=["web-03"]',
-            "-p",
-            "finish=stop",
             "--tag",
             "cli",
         ],
@@ -118,7 +116,7 @@ def test_cancelling_a_waiting_instant_recovery_cleans_up(lab, served, world):
     before = world.snapshot()
     run = api.create_run(
         "restore-from-snapshot/default",
-        {"vms": ds["vms"][:2], "snapshot": "latest", "finish": "wait_for_user"},
+        {"vms": ds["vms"][:2], "snapshot": "latest", "finish": {"action": "wait_for_user"}},
     ).json()
     paused = api.wait(run["id"], {"PAUSED", *("COMPLETED", "FAILED", "CRASHED")}, timeout=120)
     assert paused["state"]["type"] == "PAUSED", paused["state"]

@@ -41,9 +41,7 @@ def test_a_worker_on_a_work_pool_runs_an_api_triggered_restore(lab, postgres, tm
         assert dep["work_pool_name"] == "restore-pool"
         before = world.snapshot()
         ds = next(d for d in lab["datastores"] if d["name"] == "ds-fc-01")
-        run = api.create_run(
-            "restore-from-snapshot/default", {"vms": ds["vms"][:1], "finish": "stop"}
-        ).json()
+        run = api.create_run("restore-from-snapshot/default", {"vms": ds["vms"][:1]}).json()
         done = api.wait(run["id"], timeout=240)
         assert done["state"]["type"] == "COMPLETED", done["state"]
         assert "Nothing was left behind." in api.artifacts(run["id"])["restore-report"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -36,10 +37,12 @@ def test_the_run_publishes_its_vms_and_side_effects(lab, lab_blocks):
     assert all(arts.values()), arts
     vms = arts["restore-vms"][0].data
     assert "print-01" in str(vms) and "verified" in str(vms)
-    effects = str(arts["restore-side-effects"][0].data)
-    for what in ("copy on ontap1", "presented over nfs", "datastore mounted", "VM registered"):
-        assert what in effects
-    assert "NO" not in effects
+    effects = json.loads(arts["restore-side-effects"][0].data)
+    kinds = [e["side effect"] for e in effects]
+    assert kinds == ["copy", "presentation", "datastore", "vm"], effects
+    assert effects[0]["object"].endswith(" on ontap1") and "over nfs" in effects[1]["object"]
+    assert effects[3]["object"] == f"VM {result['vms'][0]['restored_as']}"
+    assert {e["undone"] for e in effects} == {"yes"}
     assert result["restore_id"] in arts["restore-report"][0].data
     assert "Nothing was left behind." in arts["restore-report"][0].data
 

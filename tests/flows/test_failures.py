@@ -34,22 +34,22 @@ BAD_INPUT = [
         id="nothing-before",
     ),
     pytest.param(
-        {"vms": ["jump-01"], "protocol": "fc"},
+        {"vms": ["jump-01"], "placement": {"protocol": "fc"}},
         "no host can reach ontap1 for datastore ds-iscsi-02: ontap1 does not serve fc",
         id="array-cannot-serve-the-protocol",
     ),
     pytest.param(
-        {"vms": ["app-01"], "target_host": "esx-99"},
+        {"vms": ["app-01"], "placement": {"target_host": "esx-99"}},
         "target host 'esx-99' not found; hosts: esx-01, esx-02, esx-03",
         id="unknown-host",
     ),
     pytest.param(
-        {"vms": ["app-01"], "protocol": "nfs"},
+        {"vms": ["app-01"], "placement": {"protocol": "nfs"}},
         "datastore ds-iscsi-01 is VMFS on a LUN: use protocol 'iscsi', 'fc' or 'auto'",
         id="protocol-the-datastore-does-not-have",
     ),
     pytest.param(
-        {"vms": ["file-01"], "protocol": "iscsi"},
+        {"vms": ["file-01"], "placement": {"protocol": "iscsi"}},
         "datastore ds-nfs-01 is NFS: restore it with protocol 'nfs' or 'auto'",
         id="nfs-datastore-over-iscsi",
     ),
@@ -59,13 +59,13 @@ BAD_INPUT = [
         id="unknown-array-block",
     ),
     pytest.param(
-        {"vms": ["app-01"], "operation": "vm_files", "target_folder": "app-01"},
+        {"vms": ["app-01"], "operation": "vm_files", "files": {"target_folder": "app-01"}},
         "[ds-iscsi-01] app-01 already holds app-01-flat.vmdk, app-01.nvram, app-01.vmdk, "
         "app-01.vmx: choose another target_folder",
         id="files-restore-into-a-folder-that-holds-them",
     ),
     pytest.param(
-        {"vms": ["app-01", "app-02"], "operation": "vm_files", "target_folder": "both"},
+        {"vms": ["app-01", "app-02"], "operation": "vm_files", "files": {"target_folder": "both"}},
         "target_folder names one folder for several VMs",
         id="files-restore-of-several-vms-into-one-folder",
     ),
@@ -73,8 +73,8 @@ BAD_INPUT = [
         {
             "vms": ["app-01"],
             "operation": "full_restore",
-            "replace_original": True,
-            "name_suffix": "-" + "x" * 68,
+            "finish": {"replace_original": True},
+            "placement": {"name_suffix": "-" + "x" * 68},
         },
         "the original would be renamed 'app-01-replaced-xxx",
         id="replace-with-a-set-aside-name-too-long",
@@ -83,14 +83,13 @@ BAD_INPUT = [
         {
             "vms": ["app-01"],
             "operation": "full_restore",
-            "replace_original": True,
-            "migrate_to": "sr-0123abcd-ds-iscsi-01",
+            "finish": {"replace_original": True, "migrate_to": "sr-0123abcd-ds-iscsi-01"},
         },
         "datastore 'sr-0123abcd-ds-iscsi-01' is a snapshot copy, deleted after the run",
         id="move-onto-a-snapshot-copy",
     ),
     pytest.param(
-        {"vms": ["app-01"], "operation": "full_restore", "migrate_to": "sr-prod"},
+        {"vms": ["app-01"], "operation": "full_restore", "finish": {"migrate_to": "sr-prod"}},
         "migrate_to datastore 'sr-prod' not found",  # a name like ours is not a copy
         id="a-production-datastore-may-start-with-sr",
     ),
@@ -249,7 +248,7 @@ def test_a_cleanup_that_cannot_finish_fails_the_run_and_says_what_is_left(
     state = restore_from_snapshot(vms=ds["vms"][:1], snapshot=ds["snapshots"][0], return_state=True)
     text = _failure(state)
     assert "cleanup could not finish; still there:" in text
-    assert "presented to esx-01" in text and "on primera1" in text
+    assert "presented to hosts by primera1" in text, text
     # the VM and the datastore were removed before the step that failed, in order
     after = world.snapshot()
     assert after["datastores"] == before["datastores"] and after["vms"] == before["vms"]

@@ -19,7 +19,10 @@ def test_full_restore_copies_the_vm_back_to_production(lab, lab_blocks, si, http
     vm = ds["vms"][1]
     before = world.snapshot()
     result = restore_from_snapshot(
-        vms=[vm], snapshot=ds["snapshots"][0], operation="full_restore", name_suffix="-full"
+        vms=[vm],
+        snapshot=ds["snapshots"][0],
+        operation="full_restore",
+        placement={"name_suffix": "-full"},
     )
     try:
         o = result["vms"][0]
@@ -49,8 +52,8 @@ def test_full_restore_can_replace_the_original_without_deleting_it(lab, lab_bloc
         vms=[vm],
         snapshot=ds["snapshots"][1],
         operation="full_restore",
-        replace_original=True,
-        name_suffix="-new",
+        finish={"replace_original": True},
+        placement={"name_suffix": "-new"},
     )
     try:
         assert result["vms"][0]["restored_as"] == vm
@@ -83,8 +86,8 @@ def _replace_with_a_fault(lab, vclab, fault: dict, suffix: str) -> tuple[str, st
         vms=[vm],
         snapshot=ds["snapshots"][0],
         operation="full_restore",
-        replace_original=True,
-        name_suffix=suffix,
+        finish={"replace_original": True},
+        placement={"name_suffix": suffix},
         return_state=True,
     )
     assert state.is_failed()
@@ -101,8 +104,8 @@ def test_a_replace_that_fails_puts_the_original_back(lab, lab_blocks, si, world,
         # the first rename (original -> aside) passes, the second (restored -> original) fails
         rename_fault = {"operation": "Rename_Task", "error": "InvalidName", "times": 1, "after": 1}
         vm, text = _replace_with_a_fault(lab, vclab, rename_fault, "-rb")
-        assert f"{vm}: InvalidName" in text, text
-        assert f"kept: VM registered {vm}-rb" in text, text
+        assert f"{vm}: rename {vm}-rb to {vm} failed: InvalidName: lab: injected" in text, text
+        assert f"kept: VM {vm}-rb" in text, text
         assert "original VM" not in text, text  # it is back as it was
         back = find(si, vim.VirtualMachine, vm)
         assert back is not None and back._moId == moref
@@ -129,9 +132,9 @@ def test_a_replace_that_cannot_unregister_the_original_says_where_it_is(
     try:
         unregister_fault = {"operation": "UnregisterVM", "error": "InvalidState", "times": 1}
         vm, text = _replace_with_a_fault(lab, vclab, unregister_fault, "-ur")
-        assert f"{vm}: InvalidState" in text, text
-        assert f"kept: VM registered {vm}; " in text, text
-        assert f"original VM renamed {vm}-replaced-ur, not running" in text, text
+        assert f"{vm}: unregister {vm}-replaced-ur failed: InvalidState: lab: inj" in text, text
+        assert f"kept: VM {vm}; " in text, text
+        assert f"original VM {vm}: renamed {vm}-replaced-ur, not running" in text, text
         aside = find(si, vim.VirtualMachine, f"{vm}-replaced-ur")
         assert aside._moId == moref and aside.runtime.powerState == "poweredOff"
         now = find(si, vim.VirtualMachine, vm)
@@ -157,8 +160,7 @@ def test_vm_files_restore_copies_chosen_files(lab, lab_blocks, si, http, world, 
         vms=[vm],
         snapshot=ds["snapshots"][0],
         operation="vm_files",
-        files=["*.vmdk", "*.vmx"],
-        target_folder=f"{vm}-files-test",
+        files={"patterns": ["*.vmdk", "*.vmx"], "target_folder": f"{vm}-files-test"},
     )
     try:
         o = result["vms"][0]
@@ -197,16 +199,15 @@ def test_a_files_restore_retried_mid_copy_does_not_trip_on_its_own_files(
         vms=[vm],
         snapshot=ds["snapshots"][0],
         operation="vm_files",
-        files=["*.vmdk", "*.vmx"],
-        target_folder=f"{vm}-files-retry",
+        files={"patterns": ["*.vmdk", "*.vmx"], "target_folder": f"{vm}-files-retry"},
     )
     try:
         o = result["vms"][0]
         assert o["state"] == "files copied", o
         assert o["files"] == sorted([f"{vm}-flat.vmdk", f"{vm}.vmdk", f"{vm}.vmx"])
-        # one file and the failed call, then all 3 again: the retry overwrites what the
-        # first attempt left (a file cut short looks like a finished one)
-        assert vclab.calls()["CopyDatastoreFile_Task"] == copies + 5
+        # one file and the failed call, then the 2 others: the retry skips the file the
+        # first attempt copied whole (same size) and copies again any it cut short
+        assert vclab.calls()["CopyDatastoreFile_Task"] == copies + 4
         text = read_datastore_file(lab, http, ds_name, f"{vm}-files-retry/{vm}-flat.vmdk")
         assert text == disk_marker(vm, 1)
         after = world.snapshot()

@@ -39,7 +39,10 @@ def test_instant_recovery_of_three_vms_shares_one_copy(
     since = vclab.get("/calls/log?since=0")["last_seq"]
 
     result = restore_from_snapshot(
-        vms=ds["vms"], snapshot=ds["snapshots"][0], finish="migrate", name_suffix=f"-ir-{protocol}"
+        vms=ds["vms"],
+        snapshot=ds["snapshots"][0],
+        finish={"action": "migrate"},
+        placement={"name_suffix": f"-ir-{protocol}"},
     )
 
     try:
@@ -90,7 +93,7 @@ def test_two_restores_of_the_same_vm_at_once_get_two_copies(lab, lab_blocks, wor
 
     def run(i: int) -> None:
         try:
-            results[i] = restore_from_snapshot(vms=["web-02"], snapshot="latest", finish="stop")
+            results[i] = restore_from_snapshot(vms=["web-02"], snapshot="latest")
         except BaseException as exc:
             errors.append(exc)
 
@@ -134,7 +137,9 @@ def test_wait_for_user_pauses_with_the_vms_running_from_the_copy(lab, lab_blocks
     def run() -> None:
         try:
             box["result"] = restore_from_snapshot(
-                vms=ds["vms"][:2], snapshot=ds["snapshots"][1], finish="wait_for_user"
+                vms=ds["vms"][:2],
+                snapshot=ds["snapshots"][1],
+                finish={"action": "wait_for_user"},
             )
         except BaseException as exc:
             box["error"] = exc
@@ -183,8 +188,8 @@ class PausedRestore:
                 state=restore_from_snapshot(
                     vms=ds["vms"][:1],
                     snapshot=ds["snapshots"][0],
-                    finish="wait_for_user",
-                    name_suffix=suffix,
+                    finish={"action": "wait_for_user"},
+                    placement={"name_suffix": suffix},
                     return_state=True,
                 )
             )
@@ -282,8 +287,7 @@ def test_a_host_limit_below_the_vm_count_throttles_steps_and_never_deadlocks(
         state = restore_from_snapshot(
             vms=ds["vms"],
             snapshot=ds["snapshots"][0],
-            target_host=host,
-            name_suffix="-limited",
+            placement={"target_host": host, "name_suffix": "-limited"},
             return_state=True,
         )
         assert state.is_completed(), state
@@ -323,8 +327,8 @@ def test_cleanup_never_touches_a_vm_that_borrowed_a_disk_from_the_copy(lab, lab_
         box["state"] = restore_from_snapshot(
             vms=ds["vms"][:1],
             snapshot=ds["snapshots"][0],
-            target_host="esx-01",
-            finish="wait_for_user",
+            placement={"target_host": "esx-01"},
+            finish={"action": "wait_for_user"},
             return_state=True,
         )
 
@@ -350,7 +354,7 @@ def test_cleanup_never_touches_a_vm_that_borrowed_a_disk_from_the_copy(lab, lab_
         state = box["state"]
         assert state.is_failed()
         text = str(state.result(raise_on_failure=False))
-        assert f"VM(s) {prod.name} use datastore {copy_ds}" in text, text
+        assert f"VM(s) {prod.name} use a disk on datastore {copy_ds}" in text, text
         assert "cleanup could not finish; still there:" in text, text
         assert find(si, vim.VirtualMachine, prod.name).runtime.powerState == "poweredOn"
         assert copy_ds in world.snapshot()["datastores"]  # left for the janitor, on purpose

@@ -65,7 +65,14 @@ class Leftover:
 
 
 def leave_behind(
-    si, lab, ds_name: str, run: str | None = None, age: timedelta = LONG_AGO, host="esx-01", vm=True
+    si,
+    lab,
+    ds_name: str,
+    run: str | None = None,
+    age: timedelta = LONG_AGO,
+    host="esx-01",
+    vm=True,
+    server: str = "",
 ) -> Leftover:
     """Do what a restore does up to a running VM, then stop as if its process was killed."""
     run = run or str(uuid.uuid4())  # not a flow run: its state is "unknown"
@@ -80,7 +87,12 @@ def leave_behind(
     )
     volume = array.find_volume(backing)
     snap = array.list_snapshots(volume)[0]
-    tag = CopyTag(run=run, created=datetime.now(UTC) - age, source=f"{volume.name}@{snap.name}")
+    tag = CopyTag(
+        run=run,
+        created=datetime.now(UTC) - age,
+        source=f"{volume.name}@{snap.name}",
+        server=server,
+    )
     copy = array.create_copy(volume, snap, array.copy_name(run, at.copy_key(volume, snap)), tag)
     esx = vs.get_host(si, host)
     identity = HostIdentity(
@@ -102,7 +114,10 @@ def leave_behind(
     left = Leftover(run, array.name, copy, host, protocol, ds.name)
     if vm:
         src = cfg["vms"][0]
-        ref = vt.register_vm.fn(vc, host, ds.name, f"{src}/{src}.vmx", f"{src}-sr-{run[:8]}", tag)
+        vm_tag = tag.model_copy(update={"datastore": ds.name})
+        ref = vt.register_vm.fn(
+            vc, host, ds.name, f"{src}/{src}.vmx", f"{src}-sr-{run[:8]}", vm_tag
+        )
         vt.power_on_vm.fn(vc, ref, "copied")
         left.vm = ref.name
     return left
@@ -250,8 +265,9 @@ def test_a_dry_run_changes_nothing_and_lists_what_it_would_do(
         (left.vm, "VM", "power off and unregister", PLANNED),
         (left.datastore, "datastore", "unmount VMFS volume", PLANNED),
         (left.copy.naa, "device", "detach", PLANNED),
-        (left.copy.name, "copy", "unpresent from every host and delete", PLANNED),
+        (left.copy.name, "copy", "withdraw from every host", PLANNED),
         (left.copy.naa, "device", "rescan the iscsi adapters so the device goes away", PLANNED),
+        (left.copy.name, "copy", "delete", PLANNED),
     ]
     assert result["runs"][left.run]["state"] == "unknown"
     assert result["planned"] >= 1 and result["cleaned"] == 0
@@ -298,20 +314,22 @@ def test_a_crashed_runs_objects_are_removed_in_the_safe_order_and_decoys_stay(
         (iscsi.vm, "VM", "power off and unregister", "done"),
         (iscsi.datastore, "datastore", "unmount VMFS volume", "done"),
         (iscsi.copy.naa, "device", "detach", "done"),
-        (iscsi.copy.name, "copy", "unpresent from every host and delete", "done"),
+        (iscsi.copy.name, "copy", "withdraw from every host", "done"),
         (iscsi.copy.naa, "device", "rescan the iscsi adapters so the device goes away", "done"),
+        (iscsi.copy.name, "copy", "delete", "done"),
         (
             "db-01",
             "VM",
             "keep",
             "it lives on datastore ds-iscsi-01, which is no snaprestore copy "
-            "(restored and kept, or migrated)",
+            "(restored and kept, or migrated): it is never touched",
         ),
     ]
     assert rows_of(result, nfs.run) == [
         (nfs.vm, "VM", "power off and unregister", "done"),
         (nfs.datastore, "datastore", "remove NFS datastore", "done"),
-        (nfs.copy.name, "copy", "unpresent from every host and delete", "done"),
+        (nfs.copy.name, "copy", "withdraw from every host", "done"),
+        (nfs.copy.name, "copy", "delete", "done"),
     ]
     table = str(artifact("janitor-report", run_id))
     assert iscsi.copy.name in table and nfs.datastore in table and decoys.datastore not in table
@@ -357,8 +375,9 @@ def test_a_live_runs_objects_stay_until_forced(lab, lab_blocks, si, world, vclab
         "power off and unregister",
         "unmount VMFS volume",
         "detach",
-        "unpresent from every host and delete",
+        "withdraw from every host",
         "rescan the fc adapters so the device goes away",
+        "delete",
     ]
     rescans = vclab.get(f"/calls/log?method=RescanHba&since={0}")["calls"][-2:]
     assert {(c["host"], c["arg"]) for c in rescans} == {("esx-01", "vmhba2"), ("esx-01", "vmhba3")}
@@ -406,24 +425,31 @@ def test_a_failed_step_stops_that_copys_cleanup_and_fails_the_run(
     assert world.bad_events_since(start["events"]) == []
     flow_run = str(state.state_details.flow_run_id)
     table = json.loads(artifact("janitor-report", flow_run))
-    rows = [(r["action"], r["result"]) for r in table]
+    rows = [(r["action"], r["result"]) for r in table if r["run id"] == left.run]
     later = f"not done: unmount VMFS volume datastore {left.datastore} on esx-01 failed first"
     assert rows == [
         ("power off and unregister", "done"),
-        ("unmount VMFS volume", "FAILED: HostConfigFault: lab: injected HostConfigFault"),
+        (
+            "unmount VMFS volume",
+            f"FAILED: unmount {left.datastore} from esx-01 failed: HostConfigFault: lab: "
+            "injected HostConfigFault (the host refused the storage change: see its vmkernel "
+            "log)",
+        ),
         ("detach", later),
-        ("unpresent from every host and delete", later),
+        ("withdraw from every host", later),
         ("rescan the iscsi adapters so the device goes away", later),
+        ("delete", later),
     ]
 
     result, _ = run_janitor(runs=[left.run])  # once the host behaves, the next run finishes
     assert changes(start, world.snapshot()) == {}
     assert world.bad_events_since(start["events"]) == []
-    assert [r for _, _, _, r in rows_of(result, left.run)] == [
-        "done",  # unmount
-        "done",  # detach
-        "done",  # delete
-        "done",  # rescan
+    assert [(a, r) for _, _, a, r in rows_of(result, left.run)] == [
+        ("unmount VMFS volume", "done"),
+        ("detach", "done"),
+        ("withdraw from every host", "done"),
+        ("rescan the iscsi adapters so the device goes away", "done"),
+        ("delete", "done"),
     ]
 
 

@@ -84,24 +84,47 @@ def test_only_transient_failures_are_retried(exc, transient):
     assert is_transient(exc) is transient
 
 
-def test_plan_error_lists_every_problem():
+def test_plan_error_lists_every_problem_on_one_line():
     err = PlanError(["VM 'x' is not in the inventory", "no snapshot named 'y'"])
-    assert str(err).splitlines() == [
-        "the restore was not started; fix the request:",
-        "- VM 'x' is not in the inventory",
-        "- no snapshot named 'y'",
-    ]
+    assert str(err) == (
+        "the restore was not started; fix the request: (1) VM 'x' is not in the inventory; "
+        "(2) no snapshot named 'y'"
+    )
+    assert str(PlanError(["one"])) == "the restore was not started; fix the request: one"
 
 
-def test_the_ui_form_has_choices_and_descriptions():
+def test_the_ui_form_groups_the_parameters_in_titled_sections_with_defaults():
     schema = parameter_schema(restore_from_snapshot.fn).model_dump()
     props, defs = schema["properties"], schema["definitions"]
     assert schema["required"] == ["vms"]
+    assert list(props) == [
+        "vms", "snapshot", "operation", "source", "placement", "network", "finish", "files",
+        "vcenter", "arrays",
+    ]  # fmt: skip
     assert defs["Operation"]["enum"] == ["instant_recovery", "full_restore", "vm_files"]
     assert defs["ProtocolChoice"]["enum"] == ["auto", "iscsi", "fc", "nfs"]
     assert defs["Finish"]["enum"] == ["wait_for_user", "migrate", "stop"]
-    assert defs["NetworkMode"]["enum"] == ["keep", "disconnected"]
-    for name in ("vms", "snapshot", "operation", "target_host", "protocol", "finish", "vcenter"):
+    assert defs["NetworkMode"]["enum"] == ["auto", "keep", "disconnected", "map"]
+    assert defs["OtherDisks"]["enum"] == ["refuse", "detach", "from_snapshots"]
+    titles = {
+        "source": "What to restore",
+        "placement": "Where",
+        "network": "Network and verification",
+        "finish": "How to finish",
+        "files": "VM files",
+    }
+    for name, title in titles.items():
+        section = defs[props[name]["$ref"].rsplit("/", 1)[-1]]
+        assert section["title"] == title
+        assert props[name]["description"]  # the flow's docstring, per section
+        for field, spec in section["properties"].items():
+            assert spec.get("description"), (name, field)
+    assert props["network"]["default"]["mode"] == "auto"
+    assert props["source"]["default"]["other_disks"] == "refuse"
+    assert props["finish"]["default"]["action"] == "stop"
+    for name in ("vms", "snapshot", "operation", "vcenter"):
         assert props[name].get("description"), name
     assert props["snapshot"]["default"] == "latest"
     assert props["vcenter"]["default"] == "default"
+    # at most a handful of fields in the form's first level
+    assert len(props) <= 10
