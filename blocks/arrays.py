@@ -2,7 +2,7 @@
 
 An array block holds an array's endpoint and credentials (a Prefect block, saved on the
 server) and is that vendor's driver: its methods call the vendor's REST API with
-``requests``. Tasks and flows only ever see this contract (DESIGN.md §3).
+``requests``. Tasks and flows only ever see this contract.
 
 Sessions are kept per process (not in the block, which must stay plain data so that it
 can be passed to tasks and saved): :meth:`StorageArray.session` returns the live client

@@ -1,1 +1,1 @@
-"""Deployments of the flows: UI-triggered, scheduled and API-triggered (to come)."""
+"""Deployments of the flows (UI-triggered, scheduled, API-triggered) and the local server."""

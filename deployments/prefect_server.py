@@ -6,7 +6,10 @@ has written meanwhile, SQLite refuses the upgrade to a write at once (its busy t
 covers a transaction's start), the server answers 503 and Prefect's client waits 2, 4, 8 s
 before trying again. The tag concurrency-slot endpoints every restore step calls are such
 transactions, so on the embedded SQLite server each step could stall for seconds
-(``shared/reference/prefect.md`` §9.3 has the file:line references and the measurements).
+(in Prefect 3.9.1: ``server/api/concurrency_limits_v2.py`` opens the increment's
+transaction without ``with_for_update``, which ``server/database/configurations.py``
+turns into ``BEGIN DEFERRED``; ``server/api/server.py`` answers SQLite's "database is
+locked" with 503; ``client/base.py`` backs off ``2**n`` seconds).
 
 :func:`apply` makes every SQLite write transaction ``BEGIN IMMEDIATE``: it waits for the
 write lock (up to SQLite's 60 s busy timeout) instead of failing after its read. It replaces
@@ -55,8 +58,8 @@ def check() -> None:
     if prefect.__version__ != PINNED_PREFECT:
         raise PrefectChanged(
             f"Prefect {prefect.__version__} is installed; deployments/prefect_server.py was "
-            f"written for {PINNED_PREFECT}. Check whether the SQLite 503 stall of "
-            "shared/reference/prefect.md §9.3 is fixed upstream (then drop this module), or "
+            f"written for {PINNED_PREFECT}. Check whether Prefect now takes SQLite's write "
+            "lock up front in the concurrency-slot endpoints (then drop this module), or "
             "re-check the patched method and update PINNED_PREFECT and FINGERPRINTS"
         )
     for name, expected in FINGERPRINTS.items():

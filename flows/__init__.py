@@ -1,1 +1,1 @@
-"""Prefect flows: restore-from-snapshot, restore-drill, janitor, snapshot-catalog (to come)."""
+"""Prefect flows: restore-from-snapshot, restore-drill, janitor and snapshot-catalog."""

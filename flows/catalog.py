@@ -2,7 +2,7 @@
 
 For a datastore (or the datastore of a VM): the array volume behind it and its
 snapshots; and, for one chosen snapshot, the VMs inside it. Those are found the safe way
-(DESIGN §1): a read-write copy of the snapshot is made, presented to one host and mounted,
+(as a restore does): a read-write copy of the snapshot is made, presented to one host and mounted,
 its folders are browsed for ``.vmx`` files, and everything is torn down again in the safe
 order on every exit path. The snapshot itself is never mounted.
 """

@@ -1,6 +1,7 @@
 """The ``janitor`` flow: sweep up what crashed restores left on the arrays and in vCenter.
 
-Layer 3 of the cleanup guarantees (DESIGN §5). It lists every object that carries
+The third layer of the cleanup guarantees (after the run's own teardown and the tags
+on everything it makes: see README, "The janitor"). It lists every object that carries
 snaprestore's tag — array copies (``StorageArray.list_copies``), and vCenter datastores
 and VMs whose ``snaprestore`` custom attribute is a :class:`~blocks.models.CopyTag` —
 asks Prefect whether the restore run named in each tag is gone, and undoes what belongs

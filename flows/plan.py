@@ -1,4 +1,4 @@
-"""Planning a restore: resolve and validate everything before any side effect (DESIGN §1.1).
+"""Planning a restore: resolve and validate everything before any side effect.
 
 VMs → their production datastore → its backing → the array volume → the snapshot; a target
 host and a protocol per group of VMs that share one snapshot copy. Every problem found is

@@ -2,7 +2,7 @@
 
 :class:`Restore` holds what one run created (typed records, :mod:`flows.effects`), so that
 :meth:`Restore.teardown` can undo it with the one teardown (:mod:`flows.teardown`) in the
-safe order, on every host that sees a copy, on every exit path (DESIGN §1.6, §5).
+safe order, on every host that sees a copy, on every exit path.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The one teardown of a snapshot copy, used by the restore, the drill, the catalog and the
-janitor (DESIGN §1.6).
+janitor.
 
 A copy can be seen by more hosts than the one it was presented to (a host object or igroup
 shared by a cluster, and vCenter mounting a resignatured volume on every host that sees

@@ -1,1 +1,1 @@
-"""Prefect tasks, one per array or vSphere operation (to come)."""
+"""Prefect tasks, one per array or vSphere operation, and the pyVmomi calls they make."""

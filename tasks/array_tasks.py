@@ -53,7 +53,7 @@ def _copy_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 # SERIALIZABLE + an in-process lock: VMs that ask for the same copy at the same time wait
-# for the first request and then share its result (prefect.md §1.3).
+# for the first request and then share its result (Prefect's cache key plus lock).
 COPY_POLICY = CacheKeyFnPolicy(cache_key_fn=_copy_cache_key).configure(
     isolation_level=IsolationLevel.SERIALIZABLE,
     lock_manager=MemoryLockManager(),
