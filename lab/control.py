@@ -17,7 +17,7 @@ from lab import topology as topo
 from lab.arrays.base import ArrayConfig
 from lab.pki import LabPki, ensure_pki
 from lab.process import alive, free_port, python_module, runs_from, spawn, stop, wait_until
-from lab.seed import build_seed
+from lab.seed import SEED_VERSION, build_seed, set_rdm_naas
 
 REPO = Path(__file__).resolve().parent.parent
 GO_SOURCES = REPO / "lab" / "vcenter"
@@ -200,18 +200,7 @@ def _start(
             log=logs / f"{a['name']}.log",
         )
 
-    unseeded = [a for a in arrays if not (Path(a["state_dir"]) / "seeded").exists()]
-    if unseeded:
-        work = directory / "seed-work"
-        specs = build_seed(work)
-        for a in unseeded:
-            r = session.post(
-                f"{a['lab_url']}/seed", data=specs[a["name"]].model_dump_json(), timeout=300
-            )
-            if r.status_code not in (201, 409):
-                raise LabError(f"seeding {a['name']} failed: HTTP {r.status_code} {r.text}")
-            (Path(a["state_dir"]) / "seeded").write_text("yes\n")
-        shutil.rmtree(work, ignore_errors=True)
+    _seed_arrays(directory, session, arrays)
 
     fabrics = {a["name"]: session.get(f"{a['lab_url']}/fabric", timeout=30).json() for a in arrays}
     states = {a["name"]: session.get(f"{a['lab_url']}/state", timeout=30).json() for a in arrays}
@@ -265,11 +254,90 @@ def _start(
             }
             for ds in topo.DATASTORES
         ],
+        "cases": dict(topo.CASES),
+        "vms": [
+            {
+                "name": vm.name,
+                "datastore": vm.datastore,
+                "vmx": vm.vmx,
+                "folder": vm.folder,
+                "path": vm.inventory_path,
+                "pool": vm.pool,
+                "host": vm.host,
+                "ip": vm.ip,
+                "case": vm.case,
+            }
+            for vm in topo.production_vms()
+        ],
+        "rdm_luns": [
+            {"array": lun.array, "volume": lun.volume, "naa": _volume_naa(states, lun)}
+            for lun in topo.RDM_LUNS
+        ],
+        "networks": {"production": [topo.NETWORK], "isolated": [topo.ISOLATED_NETWORK]},
         "pids": pids,
         "logs": str(logs),
     }
     _write_json(directory / "lab.json", info)
     return info
+
+
+def _seed_marker(array: dict[str, Any]) -> Path:
+    return Path(array["state_dir"]) / "seeded"
+
+
+def _seed_arrays(directory: Path, session: requests.Session, arrays: list[dict[str, Any]]) -> None:
+    """Seed the arrays that hold nothing yet; refuse a lab seeded by another seed version.
+
+    Arrays holding RDM LUNs are seeded first: the descriptors that map those LUNs need
+    their NAA ids, which an array chooses when it creates a LUN.
+    """
+    for a in arrays:
+        marker = _seed_marker(a)
+        if marker.exists() and marker.read_text().strip() != SEED_VERSION:
+            raise LabError(
+                f"array {a['name']} in {directory} was seeded by another version of the lab "
+                f"(seed {marker.read_text().strip()!r}, this lab seeds {SEED_VERSION!r}): "
+                f"run `python -m lab up --dir {directory} --reset`"
+            )
+    unseeded = [a for a in arrays if not _seed_marker(a).exists()]
+    if not unseeded:
+        return
+    work = directory / "seed-work"
+    shutil.rmtree(work, ignore_errors=True)
+    specs, volume_ids = build_seed(work)
+    rdm_arrays = {lun.array for lun in topo.RDM_LUNS}
+    ordered = sorted(arrays, key=lambda a: a["name"] not in rdm_arrays)
+    naas_known = False
+    for a in ordered:
+        if a["name"] not in rdm_arrays and not naas_known:
+            states = {
+                name: session.get(f"{_by_name(arrays, name)['lab_url']}/state", timeout=30).json()
+                for name in rdm_arrays
+            }
+            naas = {lun.volume: _volume_naa(states, lun) for lun in topo.RDM_LUNS}
+            set_rdm_naas(work, volume_ids, naas)
+            naas_known = True
+        if a not in unseeded:
+            continue
+        r = session.post(
+            f"{a['lab_url']}/seed", data=specs[a["name"]].model_dump_json(), timeout=300
+        )
+        if r.status_code not in (201, 409):
+            raise LabError(f"seeding {a['name']} failed: HTTP {r.status_code} {r.text}")
+        _seed_marker(a).write_text(f"{SEED_VERSION}\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _by_name(arrays: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(a for a in arrays if a["name"] == name)
+
+
+def _volume_naa(states: dict[str, dict[str, Any]], lun: topo.RdmLun) -> str:
+    """Return the NAA id array ``lun.array`` gave the volume ``lun.volume``."""
+    for v in states[lun.array]["volumes"]:
+        if v["name"] == lun.volume and v.get("naa"):
+            return v["naa"]
+    raise LabError(f"array {lun.array} holds no LUN {lun.volume}")
 
 
 def vcenter_config(
@@ -302,38 +370,38 @@ def vcenter_config(
             }
         )
     nfs_mounts = []
-    vms = []
-    n = 0
     for ds in topo.DATASTORES:
-        if ds.protocol == "nfs":
-            export = next(
-                (
-                    e
-                    for e in fabrics[ds.array]["nfs_exports"]
-                    if e["path"].rstrip("/") == f"/{ds.volume}"
-                ),
-                None,
-            )
-            if export is None:
-                raise LabError(f"array {ds.array} does not export /{ds.volume}")
-            nfs_mounts.append(
-                {
-                    "datastore": ds.name,
-                    "server": export["servers"][0],
-                    "path": export["path"],
-                    "hosts": [h.name for h in topo.HOSTS],
-                }
-            )
-        for vm in ds.vms:
-            vms.append(
-                {
-                    "datastore": ds.name,
-                    "vmx": f"{vm}/{vm}.vmx",
-                    "host": topo.HOSTS[n % len(topo.HOSTS)].name,
-                    "power_on": True,
-                }
-            )
-            n += 1
+        if ds.protocol != "nfs":
+            continue
+        export = next(
+            (
+                e
+                for e in fabrics[ds.array]["nfs_exports"]
+                if e["path"].rstrip("/") == f"/{ds.volume}"
+            ),
+            None,
+        )
+        if export is None:
+            raise LabError(f"array {ds.array} does not export /{ds.volume}")
+        nfs_mounts.append(
+            {
+                "datastore": ds.name,
+                "server": export["servers"][0],
+                "path": export["path"],
+                "hosts": [h.name for h in topo.HOSTS],
+            }
+        )
+    vms = [
+        {
+            "datastore": vm.datastore,
+            "vmx": vm.vmx,
+            "host": vm.host,
+            "folder": vm.folder,
+            "pool": vm.pool,
+            "power_on": True,
+        }
+        for vm in topo.production_vms()
+    ]
     return {
         "listen": f"{LISTEN_HOST}:{port}",
         "user": topo.VCENTER_USER,
@@ -344,6 +412,9 @@ def vcenter_config(
         "datacenter": topo.DATACENTER,
         "cluster": topo.CLUSTER,
         "network": topo.NETWORK,
+        "isolated_networks": [topo.ISOLATED_NETWORK],
+        "vm_folders": list(topo.VM_FOLDERS),
+        "resource_pools": list(topo.RESOURCE_POOLS),
         "hosts": hosts,
         "arrays": [{"name": a["name"], "lab_url": a["lab_url"]} for a in arrays],
         "nfs_mounts": nfs_mounts,
