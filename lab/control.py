@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -448,3 +449,100 @@ def load(directory: Path) -> dict[str, Any]:
     if not path.exists():
         raise LabError(f"no running lab in {directory}: run `python -m lab up --dir {directory}`")
     return json.loads(path.read_text())
+
+
+# ---- one part at a time --------------------------------------------------------------------
+
+
+def _array_names() -> list[str]:
+    return [a.name for a in topo.ARRAYS]
+
+
+def _lab_session(info: dict[str, Any]) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would silently replace the lab CA
+    session.verify = info["ca_bundle"]
+    return session
+
+
+def _vcenter_generation(session: requests.Session, info: dict[str, Any], name: str) -> int | None:
+    """Return the fabric generation the vCenter holds for array ``name`` (None: no answer)."""
+    try:
+        r = session.get(info["vcenter"]["lab_url"] + "/state", timeout=30)
+        r.raise_for_status()
+        return int(r.json()["fabric_generations"].get(name, -1))
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+
+
+def stop_part(directory: Path, name: str) -> None:
+    """Stop the array emulator ``name`` of the running lab in ``directory``.
+
+    Its state stays in the lab directory; ``pids.json`` no longer lists it (``status``
+    reports it as not running). The vCenter is told at once, as ESXi's path probing would
+    notice a dead array: the hosts' paths to it go dead (APD on mounted datastores).
+    """
+    directory = directory.resolve()
+    if name not in _array_names():
+        raise LabError(f"{name!r} is not an array of the lab (arrays: {', '.join(_array_names())})")
+    info = load(directory)
+    pids = running_pids(directory)
+    if name not in pids:
+        raise LabError(f"array {name} is not running in {directory}")
+    stop(pids[name])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and alive(pids[name]):
+        time.sleep(0.05)
+    if alive(pids[name]):
+        raise LabError(f"array {name} (pid {pids[name]}) is still running after stop")
+    recorded = _read_json(directory / "pids.json")
+    recorded.pop(name, None)
+    _write_json(directory / "pids.json", recorded)
+    with contextlib.suppress(requests.RequestException):  # no vCenter: nobody to tell
+        _lab_session(info).post(
+            info["vcenter"]["lab_url"] + "/array-down", json={"array": name}, timeout=30
+        )
+
+
+def start_part(directory: Path, name: str, timeout: float = 60) -> int:
+    """Start again the array emulator ``name`` of the running lab in ``directory``.
+
+    It starts with the same config (port, credentials) and the state it had; ``pids.json``
+    and ``lab.json`` get its new pid, which is returned. Returns once the array answers and
+    the vCenter holds the fabric the array pushed on start (the hosts' paths are back).
+    """
+    directory = directory.resolve()
+    if name not in _array_names():
+        raise LabError(f"{name!r} is not an array of the lab (arrays: {', '.join(_array_names())})")
+    info = load(directory)
+    if name in running_pids(directory):
+        raise LabError(f"array {name} is already running in {directory}")
+    cfg_path = directory / "arrays" / name / "config.json"
+    if not cfg_path.exists():
+        raise LabError(f"{cfg_path} is missing: start the lab with `python -m lab up` first")
+    session = _lab_session(info)
+    before = _vcenter_generation(session, info, name)
+    array = next(a for a in info["arrays"] if a["name"] == name)
+    log = Path(info["logs"]) / f"{name}.log"
+    pid = spawn(python_module("lab.arrays", str(cfg_path)), log)
+    recorded = _read_json(directory / "pids.json")
+    recorded[name] = pid
+    _write_json(directory / "pids.json", recorded)
+    info["pids"][name] = pid
+    _write_json(directory / "lab.json", info)
+    wait_until(
+        lambda: session.get(f"{array['lab_url']}/state", timeout=5).ok,
+        timeout=timeout,
+        what=f"array {name}",
+        pid=pid,
+        log=log,
+    )
+    if before is not None:
+        wait_until(
+            lambda: (_vcenter_generation(session, info, name) or -1) > before,
+            timeout=timeout,
+            what=f"the fabric push of {name} to the vCenter",
+            pid=pid,
+            log=log,
+        )
+    return pid
