@@ -37,6 +37,9 @@ def summary(info: dict[str, Any], seconds: float | None = None) -> str:
             f"datastore {ds['name']:<12} {ds['protocol']:<5} on {ds['array']}/{ds['volume']}"
             f"  VMs {', '.join(ds['vms'])}  snapshots {', '.join(ds['snapshots'])}"
         )
+    cases = info.get("cases", {})
+    if cases:
+        lines.append("cases     " + ", ".join(f"{k} {v}" for k, v in cases.items()))
     lines.append(f"CA bundle {info['ca_bundle']}  (passwords and ports: {info['dir']}/lab.json)")
     return "\n".join(lines)
 
