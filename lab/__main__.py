@@ -1,4 +1,7 @@
-"""``python -m lab up|down|status|build|blocks`` — run the embedded lab (see lab/README.md)."""
+"""``python -m lab up|down|status|stop-part|start-part|build|blocks`` — run the embedded lab.
+
+See lab/README.md.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ def summary(info: dict[str, Any], seconds: float | None = None) -> str:
             f"datastore {ds['name']:<12} {ds['protocol']:<5} on {ds['array']}/{ds['volume']}"
             f"  VMs {', '.join(ds['vms'])}  snapshots {', '.join(ds['snapshots'])}"
         )
+    cases = info.get("cases", {})
+    if cases:
+        lines.append("cases     " + ", ".join(f"{k} {v}" for k, v in cases.items()))
     lines.append(f"CA bundle {info['ca_bundle']}  (passwords and ports: {info['dir']}/lab.json)")
     return "\n".join(lines)
 
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="describe the running lab")
     p_status.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     p_status.add_argument("--json", action="store_true")
+    for command, what in (("stop-part", "stop"), ("start-part", "start again")):
+        p_part = sub.add_parser(command, help=f"{what} one array emulator of the running lab")
+        p_part.add_argument("name", help="the array's lab name, e.g. primera1")
+        p_part.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     sub.add_parser("build", help="build the lab vCenter (Go) if its sources changed")
     p_blocks = sub.add_parser(
         "blocks", help="save the lab's vCenter (as 'default') and arrays as Prefect blocks"
@@ -78,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             if missing:
                 print(f"NOT RUNNING: {', '.join(missing)} (see {info['logs']})")
                 return 1
+        elif args.command == "stop-part":
+            control.stop_part(args.dir, args.name)
+            print(f"stopped: {args.name}")
+        elif args.command == "start-part":
+            pid = control.start_part(args.dir, args.name)
+            print(f"started: {args.name} (pid {pid})")
         elif args.command == "build":
             print(control.build_vcsim())
         elif args.command == "blocks":

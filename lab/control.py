@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -17,7 +18,7 @@ from lab import topology as topo
 from lab.arrays.base import ArrayConfig
 from lab.pki import LabPki, ensure_pki
 from lab.process import alive, free_port, python_module, runs_from, spawn, stop, wait_until
-from lab.seed import build_seed
+from lab.seed import SEED_VERSION, build_seed, set_rdm_naas
 
 REPO = Path(__file__).resolve().parent.parent
 GO_SOURCES = REPO / "lab" / "vcenter"
@@ -200,18 +201,7 @@ def _start(
             log=logs / f"{a['name']}.log",
         )
 
-    unseeded = [a for a in arrays if not (Path(a["state_dir"]) / "seeded").exists()]
-    if unseeded:
-        work = directory / "seed-work"
-        specs = build_seed(work)
-        for a in unseeded:
-            r = session.post(
-                f"{a['lab_url']}/seed", data=specs[a["name"]].model_dump_json(), timeout=300
-            )
-            if r.status_code not in (201, 409):
-                raise LabError(f"seeding {a['name']} failed: HTTP {r.status_code} {r.text}")
-            (Path(a["state_dir"]) / "seeded").write_text("yes\n")
-        shutil.rmtree(work, ignore_errors=True)
+    _seed_arrays(directory, session, arrays)
 
     fabrics = {a["name"]: session.get(f"{a['lab_url']}/fabric", timeout=30).json() for a in arrays}
     states = {a["name"]: session.get(f"{a['lab_url']}/state", timeout=30).json() for a in arrays}
@@ -265,11 +255,90 @@ def _start(
             }
             for ds in topo.DATASTORES
         ],
+        "cases": dict(topo.CASES),
+        "vms": [
+            {
+                "name": vm.name,
+                "datastore": vm.datastore,
+                "vmx": vm.vmx,
+                "folder": vm.folder,
+                "path": vm.inventory_path,
+                "pool": vm.pool,
+                "host": vm.host,
+                "ip": vm.ip,
+                "case": vm.case,
+            }
+            for vm in topo.production_vms()
+        ],
+        "rdm_luns": [
+            {"array": lun.array, "volume": lun.volume, "naa": _volume_naa(states, lun)}
+            for lun in topo.RDM_LUNS
+        ],
+        "networks": {"production": [topo.NETWORK], "isolated": [topo.ISOLATED_NETWORK]},
         "pids": pids,
         "logs": str(logs),
     }
     _write_json(directory / "lab.json", info)
     return info
+
+
+def _seed_marker(array: dict[str, Any]) -> Path:
+    return Path(array["state_dir"]) / "seeded"
+
+
+def _seed_arrays(directory: Path, session: requests.Session, arrays: list[dict[str, Any]]) -> None:
+    """Seed the arrays that hold nothing yet; refuse a lab seeded by another seed version.
+
+    Arrays holding RDM LUNs are seeded first: the descriptors that map those LUNs need
+    their NAA ids, which an array chooses when it creates a LUN.
+    """
+    for a in arrays:
+        marker = _seed_marker(a)
+        if marker.exists() and marker.read_text().strip() != SEED_VERSION:
+            raise LabError(
+                f"array {a['name']} in {directory} was seeded by another version of the lab "
+                f"(seed {marker.read_text().strip()!r}, this lab seeds {SEED_VERSION!r}): "
+                f"run `python -m lab up --dir {directory} --reset`"
+            )
+    unseeded = [a for a in arrays if not _seed_marker(a).exists()]
+    if not unseeded:
+        return
+    work = directory / "seed-work"
+    shutil.rmtree(work, ignore_errors=True)
+    specs, volume_ids = build_seed(work)
+    rdm_arrays = {lun.array for lun in topo.RDM_LUNS}
+    ordered = sorted(arrays, key=lambda a: a["name"] not in rdm_arrays)
+    naas_known = False
+    for a in ordered:
+        if a["name"] not in rdm_arrays and not naas_known:
+            states = {
+                name: session.get(f"{_by_name(arrays, name)['lab_url']}/state", timeout=30).json()
+                for name in rdm_arrays
+            }
+            naas = {lun.volume: _volume_naa(states, lun) for lun in topo.RDM_LUNS}
+            set_rdm_naas(work, volume_ids, naas)
+            naas_known = True
+        if a not in unseeded:
+            continue
+        r = session.post(
+            f"{a['lab_url']}/seed", data=specs[a["name"]].model_dump_json(), timeout=300
+        )
+        if r.status_code not in (201, 409):
+            raise LabError(f"seeding {a['name']} failed: HTTP {r.status_code} {r.text}")
+        _seed_marker(a).write_text(f"{SEED_VERSION}\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _by_name(arrays: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(a for a in arrays if a["name"] == name)
+
+
+def _volume_naa(states: dict[str, dict[str, Any]], lun: topo.RdmLun) -> str:
+    """Return the NAA id array ``lun.array`` gave the volume ``lun.volume``."""
+    for v in states[lun.array]["volumes"]:
+        if v["name"] == lun.volume and v.get("naa"):
+            return v["naa"]
+    raise LabError(f"array {lun.array} holds no LUN {lun.volume}")
 
 
 def vcenter_config(
@@ -302,38 +371,38 @@ def vcenter_config(
             }
         )
     nfs_mounts = []
-    vms = []
-    n = 0
     for ds in topo.DATASTORES:
-        if ds.protocol == "nfs":
-            export = next(
-                (
-                    e
-                    for e in fabrics[ds.array]["nfs_exports"]
-                    if e["path"].rstrip("/") == f"/{ds.volume}"
-                ),
-                None,
-            )
-            if export is None:
-                raise LabError(f"array {ds.array} does not export /{ds.volume}")
-            nfs_mounts.append(
-                {
-                    "datastore": ds.name,
-                    "server": export["servers"][0],
-                    "path": export["path"],
-                    "hosts": [h.name for h in topo.HOSTS],
-                }
-            )
-        for vm in ds.vms:
-            vms.append(
-                {
-                    "datastore": ds.name,
-                    "vmx": f"{vm}/{vm}.vmx",
-                    "host": topo.HOSTS[n % len(topo.HOSTS)].name,
-                    "power_on": True,
-                }
-            )
-            n += 1
+        if ds.protocol != "nfs":
+            continue
+        export = next(
+            (
+                e
+                for e in fabrics[ds.array]["nfs_exports"]
+                if e["path"].rstrip("/") == f"/{ds.volume}"
+            ),
+            None,
+        )
+        if export is None:
+            raise LabError(f"array {ds.array} does not export /{ds.volume}")
+        nfs_mounts.append(
+            {
+                "datastore": ds.name,
+                "server": export["servers"][0],
+                "path": export["path"],
+                "hosts": [h.name for h in topo.HOSTS],
+            }
+        )
+    vms = [
+        {
+            "datastore": vm.datastore,
+            "vmx": vm.vmx,
+            "host": vm.host,
+            "folder": vm.folder,
+            "pool": vm.pool,
+            "power_on": True,
+        }
+        for vm in topo.production_vms()
+    ]
     return {
         "listen": f"{LISTEN_HOST}:{port}",
         "user": topo.VCENTER_USER,
@@ -344,6 +413,9 @@ def vcenter_config(
         "datacenter": topo.DATACENTER,
         "cluster": topo.CLUSTER,
         "network": topo.NETWORK,
+        "isolated_networks": [topo.ISOLATED_NETWORK],
+        "vm_folders": list(topo.VM_FOLDERS),
+        "resource_pools": list(topo.RESOURCE_POOLS),
         "hosts": hosts,
         "arrays": [{"name": a["name"], "lab_url": a["lab_url"]} for a in arrays],
         "nfs_mounts": nfs_mounts,
@@ -377,3 +449,100 @@ def load(directory: Path) -> dict[str, Any]:
     if not path.exists():
         raise LabError(f"no running lab in {directory}: run `python -m lab up --dir {directory}`")
     return json.loads(path.read_text())
+
+
+# ---- one part at a time --------------------------------------------------------------------
+
+
+def _array_names() -> list[str]:
+    return [a.name for a in topo.ARRAYS]
+
+
+def _lab_session(info: dict[str, Any]) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would silently replace the lab CA
+    session.verify = info["ca_bundle"]
+    return session
+
+
+def _vcenter_generation(session: requests.Session, info: dict[str, Any], name: str) -> int | None:
+    """Return the fabric generation the vCenter holds for array ``name`` (None: no answer)."""
+    try:
+        r = session.get(info["vcenter"]["lab_url"] + "/state", timeout=30)
+        r.raise_for_status()
+        return int(r.json()["fabric_generations"].get(name, -1))
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+
+
+def stop_part(directory: Path, name: str) -> None:
+    """Stop the array emulator ``name`` of the running lab in ``directory``.
+
+    Its state stays in the lab directory; ``pids.json`` no longer lists it (``status``
+    reports it as not running). The vCenter is told at once, as ESXi's path probing would
+    notice a dead array: the hosts' paths to it go dead (APD on mounted datastores).
+    """
+    directory = directory.resolve()
+    if name not in _array_names():
+        raise LabError(f"{name!r} is not an array of the lab (arrays: {', '.join(_array_names())})")
+    info = load(directory)
+    pids = running_pids(directory)
+    if name not in pids:
+        raise LabError(f"array {name} is not running in {directory}")
+    stop(pids[name])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and alive(pids[name]):
+        time.sleep(0.05)
+    if alive(pids[name]):
+        raise LabError(f"array {name} (pid {pids[name]}) is still running after stop")
+    recorded = _read_json(directory / "pids.json")
+    recorded.pop(name, None)
+    _write_json(directory / "pids.json", recorded)
+    with contextlib.suppress(requests.RequestException):  # no vCenter: nobody to tell
+        _lab_session(info).post(
+            info["vcenter"]["lab_url"] + "/array-down", json={"array": name}, timeout=30
+        )
+
+
+def start_part(directory: Path, name: str, timeout: float = 60) -> int:
+    """Start again the array emulator ``name`` of the running lab in ``directory``.
+
+    It starts with the same config (port, credentials) and the state it had; ``pids.json``
+    and ``lab.json`` get its new pid, which is returned. Returns once the array answers and
+    the vCenter holds the fabric the array pushed on start (the hosts' paths are back).
+    """
+    directory = directory.resolve()
+    if name not in _array_names():
+        raise LabError(f"{name!r} is not an array of the lab (arrays: {', '.join(_array_names())})")
+    info = load(directory)
+    if name in running_pids(directory):
+        raise LabError(f"array {name} is already running in {directory}")
+    cfg_path = directory / "arrays" / name / "config.json"
+    if not cfg_path.exists():
+        raise LabError(f"{cfg_path} is missing: start the lab with `python -m lab up` first")
+    session = _lab_session(info)
+    before = _vcenter_generation(session, info, name)
+    array = next(a for a in info["arrays"] if a["name"] == name)
+    log = Path(info["logs"]) / f"{name}.log"
+    pid = spawn(python_module("lab.arrays", str(cfg_path)), log)
+    recorded = _read_json(directory / "pids.json")
+    recorded[name] = pid
+    _write_json(directory / "pids.json", recorded)
+    info["pids"][name] = pid
+    _write_json(directory / "lab.json", info)
+    wait_until(
+        lambda: session.get(f"{array['lab_url']}/state", timeout=5).ok,
+        timeout=timeout,
+        what=f"array {name}",
+        pid=pid,
+        log=log,
+    )
+    if before is not None:
+        wait_until(
+            lambda: (_vcenter_generation(session, info, name) or -1) > before,
+            timeout=timeout,
+            what=f"the fabric push of {name} to the vCenter",
+            pid=pid,
+            log=log,
+        )
+    return pid

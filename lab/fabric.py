@@ -61,6 +61,7 @@ class FabricLun(BaseModel):
     iscsi_targets: list[IscsiTarget] = Field(default_factory=list)
     fc_targets: list[str] = Field(default_factory=list)  # target WWPNs, canonical form
     read_only: bool = False  # a snapshot exported as is: a host cannot resignature it
+    production: bool = False  # a volume the seed created as production (not a snapshot or copy)
 
 
 class NfsRule(BaseModel):
@@ -80,6 +81,7 @@ class NfsExport(BaseModel):
     content_dir: str
     size_mb: int
     rules: list[NfsRule] = Field(default_factory=list)  # in evaluation order
+    production: bool = False  # a volume the seed created as production (not a copy)
 
 
 class Fabric(BaseModel):
@@ -117,7 +119,11 @@ class SeedVmfs(BaseModel):
 
 
 class SeedVolume(BaseModel):
-    """A production volume with its snapshots, presented to some hosts."""
+    """A production volume with its snapshots, presented to some hosts.
+
+    Every seeded volume is production: the fabric marks its LUN or export ``production``.
+    A block volume without ``vmfs`` is a raw LUN (for raw device mappings), not a datastore.
+    """
 
     name: str
     protocol: Protocol
@@ -127,6 +133,10 @@ class SeedVolume(BaseModel):
     junction: str | None = None  # NFS volumes only
     snapshots: list[SeedSnapshot] = Field(default_factory=list)
     present_to: list[str] = Field(default_factory=list)  # SeedHost names
+    # block volumes: present through ONE host object / igroup of this name holding the
+    # initiators of every present_to host (a cluster-wide host object), instead of the
+    # vendor's per-host objects
+    host_group: str | None = None
 
 
 class SeedSpec(BaseModel):

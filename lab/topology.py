@@ -11,7 +11,17 @@ from dataclasses import dataclass, field
 DATACENTER = "lab-dc"
 CLUSTER = "lab-cluster"
 NETWORK = "VM Network"
+ISOLATED_NETWORK = "isolated-pg"  # a port group on every host that reaches nothing
 VCENTER_USER = "administrator@vsphere.local"
+
+#: Child folders of the datacenter's VM folder, and child pools of the cluster's root pool.
+VM_FOLDERS: tuple[str, ...] = ("apps", "infra", "team-a", "team-b")
+RESOURCE_POOLS: tuple[str, ...] = ("rp-prod", "rp-infra")
+
+#: primera1's single iSCSI host object holding every host's IQN (DS_ISCSI_01 is exported to it)
+SHARED_HOST_OBJECT = "lab-cluster-iscsi"
+#: ontap1's single igroup holding every host's IQN (ds_iscsi_02's LUN is mapped to it)
+SHARED_IGROUP = "lab-cluster"
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,56 @@ class Datastore:
     array: str
     volume: str  # the array's name for the volume
     protocol: str  # iscsi | fc | nfs
-    vms: tuple[str, ...]
+    vms: tuple[str, ...]  # its three ordinary VMs (case VMs are in CASE_VMS)
+    folder: str  # the VM folder and resource pool of its ordinary VMs
+    pool: str
+    host_group: str | None = None  # one shared host object / igroup instead of one per host
+
+
+@dataclass(frozen=True)
+class RdmLun:
+    """A production LUN that is no datastore: VMs map it raw (RDM)."""
+
+    array: str
+    volume: str
+    protocol: str  # iscsi | fc
+    size_mb: int
+
+
+@dataclass(frozen=True)
+class CaseVm:
+    """A production VM that is a hard case for a restore (lab/README.md, "Case VMs")."""
+
+    case: str  # its key in lab.json ``cases``
+    name: str
+    datastore: str  # where its .vmx is
+    directory: str  # its folder on that datastore
+    folder: str
+    pool: str
+
+
+@dataclass(frozen=True)
+class Vm:
+    """A production VM as the lab registers it: where it lives and what its guest reports."""
+
+    name: str
+    datastore: str
+    directory: str
+    folder: str
+    pool: str
+    host: str
+    ip: str
+    case: str | None = None
+
+    @property
+    def vmx(self) -> str:
+        """The .vmx path inside the datastore, e.g. ``app-01/app-01.vmx``."""
+        return f"{self.directory}/{self.name}.vmx"
+
+    @property
+    def inventory_path(self) -> str:
+        """The VM's inventory path, e.g. ``lab-dc/vm/apps/app-01``."""
+        return f"{DATACENTER}/vm/{self.folder}/{self.name}"
 
 
 HOSTS: tuple[Host, ...] = tuple(
@@ -83,11 +142,57 @@ ARRAYS: tuple[Array, ...] = (
 )
 
 DATASTORES: tuple[Datastore, ...] = (
-    Datastore("ds-iscsi-01", "primera1", "DS_ISCSI_01", "iscsi", ("app-01", "app-02", "db-01")),
-    Datastore("ds-fc-01", "primera1", "DS_FC_01", "fc", ("web-01", "web-02", "web-03")),
-    Datastore("ds-nfs-01", "ontap1", "ds_nfs_01", "nfs", ("file-01", "mail-01", "print-01")),
-    Datastore("ds-iscsi-02", "ontap1", "ds_iscsi_02", "iscsi", ("jump-01", "log-01", "mon-01")),
+    Datastore(
+        "ds-iscsi-01",
+        "primera1",
+        "DS_ISCSI_01",
+        "iscsi",
+        ("app-01", "app-02", "db-01"),
+        "apps",
+        "rp-prod",
+        host_group=SHARED_HOST_OBJECT,
+    ),
+    Datastore(
+        "ds-fc-01", "primera1", "DS_FC_01", "fc", ("web-01", "web-02", "web-03"), "apps", "rp-prod"
+    ),
+    Datastore(
+        "ds-nfs-01",
+        "ontap1",
+        "ds_nfs_01",
+        "nfs",
+        ("file-01", "mail-01", "print-01"),
+        "infra",
+        "rp-infra",
+    ),
+    Datastore(
+        "ds-iscsi-02",
+        "ontap1",
+        "ds_iscsi_02",
+        "iscsi",
+        ("jump-01", "log-01", "mon-01"),
+        "infra",
+        "rp-infra",
+        host_group=SHARED_IGROUP,
+    ),
 )
+
+RDM_LUNS: tuple[RdmLun, ...] = (RdmLun("primera1", "RDM_SQL_01", "fc", 10240),)
+
+CASE_VMS: tuple[CaseVm, ...] = (
+    CaseVm("multi_datastore_vm", "multi-01", "ds-iscsi-01", "multi-01", "apps", "rp-prod"),
+    CaseVm("absolute_path_vm", "abs-01", "ds-iscsi-02", "abs-01", "infra", "rp-infra"),
+    CaseVm("rdm_vm", "rdm-01", "ds-iscsi-02", "rdm-01", "infra", "rp-infra"),
+    CaseVm("duplicate_name_vm", "dup-01", "ds-iscsi-02", "dup-01", "team-a", "rp-infra"),
+    CaseVm("duplicate_name_vm", "dup-01", "ds-iscsi-02", "dup-01_1", "team-b", "rp-infra"),
+    CaseVm("dhcp_vm", "dhcp-01", "ds-iscsi-02", "dhcp-01", "infra", "rp-infra"),
+)
+
+#: lab.json ``cases``: what each case is called in the lab
+CASES: dict[str, str] = {
+    **{c.case: c.name for c in CASE_VMS},
+    "shared_host_object": SHARED_HOST_OBJECT,
+    "shared_igroup": SHARED_IGROUP,
+}
 
 #: Snapshots per volume, as (hours before ``lab up``): the older one first.
 SNAPSHOT_AGES_H: tuple[int, ...] = (26, 2)
@@ -98,6 +203,35 @@ def array(name: str) -> Array:
     return next(a for a in ARRAYS if a.name == name)
 
 
+def datastore(name: str) -> Datastore:
+    """Return the production datastore called ``name``."""
+    return next(d for d in DATASTORES if d.name == name)
+
+
 def guest_ip(vm_index: int) -> str:
     """Return the IP the guest of the n-th VM reports (data only, never contacted)."""
     return f"127.0.50.{10 + vm_index}"
+
+
+def production_vms() -> tuple[Vm, ...]:
+    """Return every production VM, ordinary ones first, then the case VMs.
+
+    The n-th VM runs on host ``n % 3`` and its guest reports ``guest_ip(n)``.
+    """
+    placed: list[tuple[str, str, str, str, str, str | None]] = [
+        (vm, ds.name, vm, ds.folder, ds.pool, None) for ds in DATASTORES for vm in ds.vms
+    ]
+    placed += [(c.name, c.datastore, c.directory, c.folder, c.pool, c.case) for c in CASE_VMS]
+    return tuple(
+        Vm(
+            name=name,
+            datastore=ds,
+            directory=directory,
+            folder=folder,
+            pool=pool,
+            host=HOSTS[n % len(HOSTS)].name,
+            ip=guest_ip(n),
+            case=case,
+        )
+        for n, (name, ds, directory, folder, pool, case) in enumerate(placed)
+    )

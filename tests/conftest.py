@@ -16,6 +16,7 @@ os.environ.setdefault("SNAPRESTORE_TOOLS_TIMEOUT_S", "20")
 os.environ.setdefault("SNAPRESTORE_TASK_TIMEOUT_S", "60")
 
 import ssl
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ def _leftovers(info: dict[str, Any]) -> list[str]:
         state = s.get(a["lab_url"] + "/state", timeout=30).json()
         found += [f"{a['name']} copy {c['name']}" for c in state["copies"]]
         production = {d["volume"] for d in info["datastores"] if d["array"] == a["name"]}
+        production |= {lun["volume"] for lun in info["rdm_luns"] if lun["array"] == a["name"]}
         found += [
             f"{a['name']} export of {e['volume']}"
             for e in state["exports"] + state["nfs_exports"]
@@ -59,8 +61,8 @@ def _leftovers(info: dict[str, Any]) -> list[str]:
     vc = s.get(info["vcenter"]["lab_url"] + "/state", timeout=30).json()
     production = {d["name"] for d in info["datastores"]}
     found += [f"datastore {d['name']}" for d in vc["datastores"] if d["name"] not in production]
-    expected_vms = {vm for d in info["datastores"] for vm in d["vms"]}
-    found += [f"VM {v['name']}" for v in vc["vms"] if v["name"] not in expected_vms]
+    extra = Counter(v["name"] for v in vc["vms"]) - Counter(vm["name"] for vm in info["vms"])
+    found += [f"VM {name}" for name in sorted(extra.elements())]
     for h in vc["hosts"]:
         naas = {dev["naa"] for dev in h["devices"]}
         found += [f"{h['name']} device {n}" for n in sorted(naas - _production_naas(s, info))]

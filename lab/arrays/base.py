@@ -10,6 +10,9 @@ lab-only endpoints documented in ``lab/README.md``:
 - ``GET|POST|DELETE /lab/faults``  injected failures and delays;
 - ``POST /lab/seed``   create the production volumes of a fresh array (lab.fabric.SeedSpec).
 
+When it starts, an emulator pushes its fabric to the vCenter (a restarted array's exports
+come back on the hosts without waiting for a call or a rescan).
+
 Vendor handlers run one at a time under the emulator's lock (a real array serialises a
 session's requests too); injected delays are served outside the lock.
 """
@@ -17,6 +20,7 @@ session's requests too); injected delays are served outside the lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +29,7 @@ import shutil
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -382,8 +386,22 @@ class ArrayEmulator:
 
         return await run_in_threadpool(run)
 
+    def push_on_start(self) -> None:
+        """Push the fabric (as a new generation) to the vCenter, in the background.
+
+        A restarted array is seen again by the hosts as soon as it is up. If the vCenter is
+        not reachable (``lab up`` starts the arrays first), the push is retried after the
+        next call; the vCenter fetches every fabric when it boots anyway.
+        """
+        with self.lock:
+            self._fabric_dirty = True
+        threading.Thread(target=self._push_fabric, name="fabric-push", daemon=True).start()
+
     def app(self) -> Starlette:
-        """Return the ASGI application serving the vendor API and the lab endpoints."""
+        """Return the ASGI application serving the vendor API and the lab endpoints.
+
+        Its start-up pushes the fabric (see :meth:`push_on_start`).
+        """
         routes = [
             Route("/lab/fabric", self._lab_fabric, methods=["GET"]),
             Route("/lab/state", self._lab_state, methods=["GET"]),
@@ -397,4 +415,9 @@ class ArrayEmulator:
         for path, endpoints in by_path.items():
             for e in endpoints:
                 routes.append(Route(path, self._wrap(e), methods=[e.method]))
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.push_on_start()
+        yield

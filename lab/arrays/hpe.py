@@ -35,12 +35,16 @@ Choices where the reference (``array-apis.md`` §1) is silent or says "⚠ verif
   AUTO_LUN_ID_UNAVAILABLE) are lab-chosen 100x values; INV_QUERY_STRING answers INV_INPUT.
 
 Seeding (``POST /lab/seed``): one 3PAR host per ESXi host and protocol its volumes need,
-persona 8 (VMware): ``esx-01`` with the FC WWPNs, ``esx-01-iscsi`` with the IQN. Each volume
+persona 8 (VMware): ``esx-01`` with the FC WWPNs, ``esx-01-iscsi`` with the IQN; a volume
+with a ``host_group`` is exported instead to ONE host of that name holding the paths of all
+its hosts (a cluster-wide host; an initiator still belongs to one host only). Each volume
 is a thin base VV holding a copy of its content and the VMFS header (naa = its own NAA); each
 snapshot is a read-only virtual copy named ``<volume>.<snapshot>`` (the bare snapshot name if
 that exceeds 31 characters; 3PAR names are array-wide), dated ``created``, holding its own
 content and the volume's header. A volume gets the same LUN number on every host it is
-presented to. NFS volumes are refused: the array is block-only.
+presented to. A volume without a VMFS signature is a raw LUN (for RDMs). Seeded base
+volumes are ``production`` in the fabric; snapshots and copies are not. NFS volumes are
+refused: the array is block-only.
 """
 
 from __future__ import annotations
@@ -1166,6 +1170,7 @@ class HpeEmulator(ArrayEmulator):
                     iscsi_targets=targets,
                     fc_targets=fc_targets,
                     read_only=v["readOnly"],
+                    production=v.get("production", False),
                 )
             )
         return Fabric(array=self.config.name, vendor=self.vendor, generation=0, luns=luns)
@@ -1186,11 +1191,22 @@ class HpeEmulator(ArrayEmulator):
         prefixed = f"{volume}.{snapshot}"
         return prefixed if len(prefixed) <= 31 else snapshot
 
-    def _plan_seed(self, spec: SeedSpec) -> list[tuple[str, str]]:
-        """Validate ``spec`` before touching state; return the (host, protocol) pairs needed."""
+    @staticmethod
+    def _seed_objects_of(vol: SeedVolume) -> list[tuple[str, tuple[str, ...], str]]:
+        """The host objects ``vol`` is exported to: (name, ESXi hosts, protocol)."""
+        if vol.host_group is not None:
+            return [(vol.host_group, tuple(vol.present_to), vol.protocol)]
+        return [
+            (HpeEmulator.seed_host_name(h, vol.protocol), (h,), vol.protocol)
+            for h in vol.present_to
+        ]
+
+    def _plan_seed(self, spec: SeedSpec) -> list[tuple[str, tuple[str, ...], str]]:
+        """Validate ``spec`` before touching state; return the host objects to create as
+        (name, ESXi hosts whose initiators it holds, protocol)."""
         hosts = {h.name: h for h in spec.hosts}
         names: set[str] = set()
-        needed: list[tuple[str, str]] = []
+        needed: list[tuple[str, tuple[str, ...], str]] = []
 
         def claim(name: str, what: str) -> None:
             if len(name) > 31 or not _NAME31.fullmatch(name) or name.startswith("-"):
@@ -1213,29 +1229,44 @@ class HpeEmulator(ArrayEmulator):
             for host in vol.present_to:
                 if host not in hosts:
                     raise ValueError(f"volume {vol.name!r} is presented to unknown host {host!r}")
-                if (host, vol.protocol) not in needed:
-                    needed.append((host, vol.protocol))
-        for host, protocol in needed:
-            name = self.seed_host_name(host, protocol)
+            for obj in self._seed_objects_of(vol):
+                same = next((o for o in needed if o[0] == obj[0]), None)
+                if same is not None and same != obj:
+                    raise ValueError(f"host {obj[0]!r} is seeded twice with different paths")
+                if same is None:
+                    needed.append(obj)
+        owner: dict[str, str] = {}  # initiator -> host object (3PAR: one host per path)
+        for name, members, protocol in needed:
+            if len(name) > 31 or not _NAME31.fullmatch(name) or name.startswith("-"):
+                raise ValueError(f"host {name!r} is not a valid 3PAR name (≤31, [A-Za-z0-9._-])")
             if self._find_host(name):
                 raise ValueError(f"host {name!r} already exists on the array")
+            for m in members:
+                paths = [hosts[m].iqn.lower()] if protocol == "iscsi" else hosts[m].wwpns
+                for path in paths:
+                    path = normalize_initiator(path)
+                    if owner.setdefault(path, name) != name:
+                        raise ValueError(
+                            f"{path} would be a path of hosts {owner[path]!r} and {name!r}"
+                        )
         return needed
 
     def seed(self, spec: SeedSpec) -> None:
         """Create hosts (persona 8), volumes with VMFS headers, RO snapshots and VLUNs."""
         needed = self._plan_seed(spec)
         hosts = {h.name: h for h in spec.hosts}
-        for name, protocol in needed:
-            h = hosts[name]
-            iqns = [h.iqn] if protocol == "iscsi" else []
-            wwns = [_norm_wwn(w) for w in h.wwpns] if protocol == "fc" else []
+        for name, members, protocol in needed:
+            iqns = [hosts[m].iqn for m in members] if protocol == "iscsi" else []
+            wwns = (
+                [_norm_wwn(w) for m in members for w in hosts[m].wwpns] if protocol == "fc" else []
+            )
             self._add_host(
-                self.seed_host_name(name, protocol),
+                name,
                 8,
                 iqns,
                 wwns,
                 {"os": "VMware ESXi", "comment": "seeded by snaprestore lab"},
-                ips={h.iqn: h.vmk_ip} if iqns else None,
+                ips={hosts[m].iqn: hosts[m].vmk_ip for m in members} if iqns else None,
             )
         for vol in spec.volumes:
             self._seed_volume(vol)
@@ -1244,6 +1275,7 @@ class HpeEmulator(ArrayEmulator):
         stamps = [_utc(s.created).timestamp() for s in spec.snapshots]
         created = min([time.time(), *(t - 86400 for t in stamps)])  # the base predates its snaps
         v = self._new_volume(self._take_vv_id(None), spec.name, spec.size_mb, None, False, created)
+        v["production"] = True
         self.content.create(v["content"], spec.content)
         header = None
         if spec.vmfs is not None:
@@ -1257,9 +1289,7 @@ class HpeEmulator(ArrayEmulator):
             self.content.create(s["content"], snap.content)
             if header is not None:
                 write_header(self.content_dir(s), header)
-        host_ids = [
-            self._find_host(self.seed_host_name(h, spec.protocol))["id"] for h in spec.present_to
-        ]
+        host_ids = [self._find_host(name)["id"] for name, _, _ in self._seed_objects_of(spec)]
         used = {vl["lun"] for vl in self.state["vluns"] if vl["host"] in host_ids}
         lun = next(n for n in range(MAX_LUN + 1) if n not in used)
         for host_id in host_ids:

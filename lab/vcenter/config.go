@@ -17,6 +17,9 @@ type Config struct {
 	Datacenter string        `json:"datacenter"`
 	Cluster    string        `json:"cluster"`
 	Network    string        `json:"network"`
+	Isolated   []string      `json:"isolated_networks"` // port groups on every host, reaching nothing
+	VMFolders  []string      `json:"vm_folders"`        // child folders of the datacenter's VM folder
+	Pools      []string      `json:"resource_pools"`    // child pools of the cluster's root pool
 	Hosts      []HostConfig  `json:"hosts"`
 	Arrays     []ArrayRef    `json:"arrays"`
 	NfsMounts  []NfsMount    `json:"nfs_mounts"`
@@ -60,6 +63,8 @@ type SeedVM struct {
 	Datastore string `json:"datastore"`
 	Vmx       string `json:"vmx"` // path inside the datastore, e.g. "app-01/app-01.vmx"
 	Host      string `json:"host"`
+	Folder    string `json:"folder"` // a name in Config.VMFolders ("" = the datacenter's VM folder)
+	Pool      string `json:"pool"`   // a name in Config.Pools ("" = the cluster's root pool)
 	PowerOn   bool   `json:"power_on"`
 }
 

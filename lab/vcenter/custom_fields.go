@@ -18,7 +18,9 @@ func (l *Lab) opAddCustomFieldDef(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.AddCustomFieldDef)
 	cfm := simulator.Map.Get(c.method.This).(*simulator.CustomFieldsManager)
 	var res soap.HasFault
-	l.invoke(cfm, func(ctx *simulator.Context) { res = cfm.AddCustomFieldDef(req) })
+	if f := l.invoke(cfm, func(ctx *simulator.Context) { res = cfm.AddCustomFieldDef(req) }); f != nil {
+		return nil, f
+	}
 	if f := res.Fault(); f != nil {
 		return nil, f
 	}

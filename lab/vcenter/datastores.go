@@ -49,6 +49,16 @@ func (ds *dsState) volumeID() string {
 
 func (ds *dsState) mountPath() string { return "/vmfs/volumes/" + ds.volumeID() }
 
+// accessible reports whether some host reaches ds.
+func (ds *dsState) accessible() bool {
+	for _, m := range ds.Mounts {
+		if m.Accessible {
+			return true
+		}
+	}
+	return false
+}
+
 func (ds *dsState) capacity() (int64, int64) {
 	capacity := ds.SizeMB * 1024 * 1024
 	var used int64

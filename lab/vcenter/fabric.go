@@ -36,7 +36,8 @@ type FabricLun struct {
 	Exports      []LunExport   `json:"exports"`
 	IscsiTargets []IscsiTarget `json:"iscsi_targets"`
 	FcTargets    []string      `json:"fc_targets"`
-	ReadOnly     bool          `json:"read_only"` // a snapshot exported as is: hosts cannot write it
+	ReadOnly     bool          `json:"read_only"`  // a snapshot exported as is: hosts cannot write it
+	Production   bool          `json:"production"` // a volume the seed created as production
 }
 
 type NfsRule struct {
@@ -52,6 +53,7 @@ type NfsExport struct {
 	ContentDir string    `json:"content_dir"`
 	SizeMB     int64     `json:"size_mb"`
 	Rules      []NfsRule `json:"rules"`
+	Production bool      `json:"production"` // a volume the seed created as production
 }
 
 type Fabric struct {

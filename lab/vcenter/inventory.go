@@ -13,6 +13,7 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -57,10 +58,73 @@ func (l *Lab) build(model *simulator.Model) error {
 		return err
 	}
 	l.poolRef = pool.Reference()
+	for _, name := range l.cfg.Pools {
+		child, err := pool.Create(ctx, name, types.DefaultResourceConfigSpec())
+		if err != nil {
+			return fmt.Errorf("resource pool %s: %w", name, err)
+		}
+		l.pools[name] = child.Reference()
+	}
+	for _, name := range l.cfg.VMFolders {
+		f, err := folders.VmFolder.CreateFolder(ctx, name)
+		if err != nil {
+			return fmt.Errorf("VM folder %s: %w", name, err)
+		}
+		l.folders[name] = f.Reference()
+	}
 	dcObj := simulator.Map.Get(l.dcRef).(*simulator.Datacenter)
 	if simulator.Map.FindByName(l.cfg.Network, dcObj.Network) == nil {
 		return fmt.Errorf("network %q not found in the datacenter", l.cfg.Network)
 	}
+	for _, name := range l.cfg.Isolated {
+		if err := l.addPortGroupEverywhere(ctx, client, name); err != nil {
+			return fmt.Errorf("port group %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// addPortGroupEverywhere gives every host a standard port group called name on vSwitch0.
+// Port groups of one name on several hosts are one Network in vCenter: the first host's
+// network system creates it, the others get the port group and a reference to it.
+func (l *Lab) addPortGroupEverywhere(ctx context.Context, client *vim25.Client, name string) error {
+	spec := types.HostPortGroupSpec{Name: name, VswitchName: "vSwitch0", Policy: types.HostNetworkPolicy{}}
+	dc := simulator.Map.Get(l.dcRef).(*simulator.Datacenter)
+	var network types.ManagedObjectReference
+	for i, h := range l.hosts {
+		hs := simulator.Map.Get(h.Ref).(*simulator.HostSystem)
+		nsys := simulator.Map.Get(*hs.ConfigManager.NetworkSystem).(*simulator.HostNetworkSystem)
+		if i == 0 {
+			if err := object.NewHostNetworkSystem(client, nsys.Self).AddPortGroup(ctx, spec); err != nil {
+				return err
+			}
+			e := simulator.Map.FindByName(name, dc.Network)
+			if e == nil {
+				return fmt.Errorf("the network was not created in the datacenter")
+			}
+			network = e.Reference()
+		} else {
+			info := nsys.NetworkInfo
+			info.Vswitch = append([]types.HostVirtualSwitch(nil), info.Vswitch...)
+			info.Vswitch[0].Portgroup = append(append([]string(nil), info.Vswitch[0].Portgroup...), name)
+			info.Portgroup = append(append([]types.HostPortGroup(nil), info.Portgroup...),
+				types.HostPortGroup{Key: "key-vim.host.PortGroup-" + name, Spec: spec})
+		}
+		if n := hs.Config.Network; n != nil {
+			n.Portgroup = append(append([]types.HostPortGroup(nil), n.Portgroup...),
+				types.HostPortGroup{Key: "key-vim.host.PortGroup-" + name, Spec: spec})
+			if len(n.Vswitch) > 0 {
+				n.Vswitch = append([]types.HostVirtualSwitch(nil), n.Vswitch...)
+				n.Vswitch[0].Portgroup = append(append([]string(nil), n.Vswitch[0].Portgroup...), "key-vim.host.PortGroup-"+name)
+			}
+		}
+		simulator.Map.AddReference(hs, &hs.Network, network)
+		if n, ok := simulator.Map.Get(network).(*mo.Network); ok {
+			simulator.Map.AddReference(n, &n.Host, h.Ref)
+		}
+	}
+	cluster := simulator.Map.Get(l.clusterRef).(*simulator.ClusterComputeResource)
+	simulator.Map.AddReference(cluster, &cluster.Network, network)
 	return nil
 }
 
@@ -103,7 +167,7 @@ func (l *Lab) addHost(ref types.ManagedObjectReference, hc HostConfig, index int
 func (l *Lab) boot() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.refreshFabrics(); err != nil {
+	if err := l.refreshFabrics(true); err != nil {
 		return err
 	}
 	for _, h := range l.hosts {
@@ -130,8 +194,18 @@ func (l *Lab) boot() error {
 		if h == nil {
 			return fmt.Errorf("VM %s: unknown host %s", s.Vmx, s.Host)
 		}
-		pool := l.poolRef
-		res, f := l.registerVM(l.vmFolderRef, &types.RegisterVM_Task{
+		pool, folder := l.poolRef, l.vmFolderRef
+		if s.Pool != "" {
+			if pool = l.pools[s.Pool]; pool.Value == "" {
+				return fmt.Errorf("VM %s: unknown resource pool %s", s.Vmx, s.Pool)
+			}
+		}
+		if s.Folder != "" {
+			if folder = l.folders[s.Folder]; folder.Value == "" {
+				return fmt.Errorf("VM %s: unknown VM folder %s", s.Vmx, s.Folder)
+			}
+		}
+		res, f := l.registerVM(folder, &types.RegisterVM_Task{
 			Path: fmt.Sprintf("[%s] %s", s.Datastore, s.Vmx), Pool: &pool, Host: &h.Ref,
 		})
 		if f != nil {

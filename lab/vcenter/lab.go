@@ -21,7 +21,8 @@ type Lab struct {
 	cfg *Config
 	fc  *fabricClient
 
-	fabrics map[string]*Fabric
+	fabrics    map[string]*Fabric
+	arraysDown map[string]string // array name -> why its fabric could not be fetched
 
 	hosts        []*hostState
 	hostByName   map[string]*hostState
@@ -38,20 +39,26 @@ type Lab struct {
 	guestRules []guestRule
 
 	dcRef, dsFolderRef, vmFolderRef, clusterRef, poolRef types.ManagedObjectReference
+	folders, pools                                       map[string]types.ManagedObjectReference
 	ctx                                                  *simulator.Context
 	nextID                                               int
 }
 
-// StorageEvent is something a careless restore does to a host's storage: all paths down
-// on a mounted datastore, a device lost while still attached, a VMFS volume destroyed.
+// StorageEvent is something a careless restore does to a host's storage or to production:
+// all paths down on a mounted datastore, a device lost while still attached, a VMFS volume
+// destroyed, a production file opened by a VM that does not live on production storage, a
+// guest reporting the IP of another running guest on the same network.
 type StorageEvent struct {
-	Seq       int64     `json:"seq"`
-	Time      time.Time `json:"time"`
-	Kind      string    `json:"kind"` // apd | apd_exit | device_lost_while_attached | vmfs_destroyed
-	Host      string    `json:"host,omitempty"`
-	Datastore string    `json:"datastore,omitempty"`
-	NAA       string    `json:"naa,omitempty"`
-	Detail    string    `json:"detail,omitempty"`
+	Seq  int64     `json:"seq"`
+	Time time.Time `json:"time"`
+	// apd | apd_exit | device_lost_while_attached | vmfs_destroyed | production_file_opened |
+	// guest_ip_conflict
+	Kind      string `json:"kind"`
+	Host      string `json:"host,omitempty"`
+	VM        string `json:"vm,omitempty"`
+	Datastore string `json:"datastore,omitempty"`
+	NAA       string `json:"naa,omitempty"`
+	Detail    string `json:"detail,omitempty"`
 }
 
 func newLab(cfg *Config) (*Lab, error) {
@@ -63,6 +70,9 @@ func newLab(cfg *Config) (*Lab, error) {
 		cfg:          cfg,
 		fc:           fc,
 		fabrics:      map[string]*Fabric{},
+		arraysDown:   map[string]string{},
+		folders:      map[string]types.ManagedObjectReference{},
+		pools:        map[string]types.ManagedObjectReference{},
 		hostByName:   map[string]*hostState{},
 		hostByRef:    map[string]*hostState{},
 		hostBySystem: map[string]*hostState{},
@@ -93,12 +103,18 @@ func (l *Lab) newID(prefix string) string {
 
 // event records a storage event (l.mu held).
 func (l *Lab) event(kind, host, ds, naa, detail string) {
+	l.record(StorageEvent{Kind: kind, Host: host, Datastore: ds, NAA: naa, Detail: detail})
+}
+
+// record appends e (numbered and dated here) to the events and the events log (l.mu held).
+func (l *Lab) record(e StorageEvent) {
 	l.eventSeq++
-	e := StorageEvent{Seq: l.eventSeq, Time: time.Now().UTC(), Kind: kind, Host: host, Datastore: ds, NAA: naa, Detail: detail}
+	e.Seq, e.Time = l.eventSeq, time.Now().UTC()
 	l.events = append(l.events, e)
-	log.Printf("storage event: %s host=%s datastore=%s naa=%s %s", kind, host, ds, naa, detail)
+	line := fmt.Sprintf("%s host=%s vm=%s datastore=%s naa=%s %s", e.Kind, e.Host, e.VM, e.Datastore, e.NAA, e.Detail)
+	log.Printf("storage event: %s", line)
 	if l.eventLog != nil {
-		fmt.Fprintf(l.eventLog, "%s %s host=%s datastore=%s naa=%s %s\n", e.Time.Format(time.RFC3339Nano), kind, host, ds, naa, detail)
+		fmt.Fprintf(l.eventLog, "%s %s\n", e.Time.Format(time.RFC3339Nano), line)
 	}
 }
 

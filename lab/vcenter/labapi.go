@@ -9,6 +9,7 @@ import (
 	"path"
 	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
@@ -86,8 +87,12 @@ func (s *soapLayer) labMux() *http.ServeMux {
 				badRequest(w, "times must be at least 1")
 				return
 			}
-			if rule.DelayS < 0 || (rule.Error == "" && rule.DelayS == 0) {
-				badRequest(w, "give an error, a positive delay_s, or both")
+			if rule.DelayS < 0 || rule.DurationS < 0 || (rule.Error == "" && rule.DelayS == 0 && rule.DurationS == 0) {
+				badRequest(w, "give an error, a positive delay_s, a positive duration_s, or a combination")
+				return
+			}
+			if rule.DurationS > 0 && !strings.HasSuffix(rule.Operation, "_Task") {
+				badRequest(w, "duration_s is for _Task methods (the task runs that long)")
 				return
 			}
 			s.mu.Lock()
@@ -119,10 +124,37 @@ func (s *soapLayer) labMux() *http.ServeMux {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if cur := l.fabrics[f.Array]; cur == nil || f.Generation >= cur.Generation {
+			if _, down := l.arraysDown[f.Array]; down {
+				logf("array %s is back (fabric generation %d pushed)", f.Array, f.Generation)
+				delete(l.arraysDown, f.Array)
+			}
 			l.fabrics[f.Array] = &f
 			l.checkPaths()
 		}
 		writeJSON(w, 200, map[string]int64{"generation": f.Generation})
+	})
+	mux.HandleFunc("/lab/array-down", func(w http.ResponseWriter, r *http.Request) {
+		// lab control tells of an array it stopped, as ESXi's path probing would notice
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		var req struct {
+			Array string `json:"array"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Array == "" {
+			badRequest(w, `expected {"array": NAME}`)
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if _, known := l.fabrics[req.Array]; !known {
+			badRequest(w, "unknown array "+strconv.Quote(req.Array))
+			return
+		}
+		l.markArrayDown(req.Array, "stopped by lab control")
+		l.checkPaths()
+		writeJSON(w, 200, map[string]string{"down": req.Array})
 	})
 	mux.HandleFunc("/lab/events", func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
@@ -204,7 +236,7 @@ func (l *Lab) state() map[string]interface{} {
 		datastores = append(datastores, map[string]interface{}{
 			"name": ds.Name, "moref": ds.Ref.Value, "kind": ds.Kind, "vmfs_uuid": ds.VmfsUUID,
 			"label": ds.Label, "naa": ds.NAA, "server": ds.Server, "path": ds.Path,
-			"content_dir": ds.ContentDir, "mounts": ds.Mounts, "vms": vms,
+			"content_dir": ds.ContentDir, "mounts": ds.Mounts, "vms": vms, "production": l.isProduction(ds),
 		})
 	}
 	vms := []map[string]interface{}{}
@@ -214,19 +246,58 @@ func (l *Lab) state() map[string]interface{} {
 		if vm == nil {
 			continue
 		}
+		var disks []map[string]string
+		for _, d := range vm.Config.Hardware.Device {
+			disk, ok := d.(*types.VirtualDisk)
+			if !ok {
+				continue
+			}
+			entry := map[string]string{}
+			if fb, ok := disk.Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
+				info := fb.GetVirtualDeviceFileBackingInfo()
+				entry["file"] = info.FileName
+				if info.Datastore != nil {
+					if ds := l.datastores[info.Datastore.Value]; ds != nil {
+						entry["datastore"] = ds.Name
+					}
+				}
+			}
+			if naa := rdmDevice(disk.Backing); naa != "" {
+				entry["rdm"] = naa
+			}
+			disks = append(disks, entry)
+		}
+		folder := ""
+		if vm.Parent != nil {
+			if f, ok := simulator.Map.Get(*vm.Parent).(*simulator.Folder); ok {
+				folder = f.Name
+			}
+		}
+		pool := ""
+		if vm.ResourcePool != nil {
+			if rp, ok := simulator.Map.Get(*vm.ResourcePool).(*simulator.ResourcePool); ok {
+				pool = rp.Name
+			}
+		}
 		vms = append(vms, map[string]interface{}{
 			"name": vm.Name, "moref": ref, "path": v.VmxPath, "host": v.hostName(l),
 			"power_state": vm.Runtime.PowerState, "question": vm.Runtime.Question != nil,
-			"tools": v.ToolsState, "uuid": vm.Config.Uuid,
+			"tools": v.ToolsState, "uuid": vm.Config.Uuid, "folder": folder, "pool": pool,
+			"connection_state": vm.Runtime.ConnectionState, "disks": disks,
 		})
 	}
 	gens := map[string]int64{}
 	for name, f := range l.fabrics {
 		gens[name] = f.Generation
 	}
+	down := map[string]string{}
+	for name, why := range l.arraysDown {
+		down[name] = why
+	}
 	return map[string]interface{}{
 		"hosts": hosts, "datastores": datastores, "vms": vms,
 		"events": append([]StorageEvent{}, l.events...), "fabric_generations": gens,
+		"arrays_down": down,
 	}
 }
 

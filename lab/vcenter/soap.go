@@ -60,6 +60,9 @@ type faultRule struct {
 	Times     *int    `json:"times,omitempty"`
 	DelayS    float64 `json:"delay_s,omitempty"`
 	After     int     `json:"after,omitempty"` // let this many calls through first
+	// _Task methods: the call returns a running task at once; the work (or the error) comes
+	// after this many seconds
+	DurationS float64 `json:"duration_s,omitempty"`
 }
 
 type soapLayer struct {
@@ -72,12 +75,14 @@ type soapLayer struct {
 	log    []callEntry
 	seq    int64
 	rules  []*faultRule
+	busy   map[string]types.ManagedObjectReference // VM moref value -> its running long task
 }
 
 const maxCallLog = 20000
 
 func newSoapLayer(lab *Lab, next http.Handler) *soapLayer {
-	return &soapLayer{lab: lab, next: next, overrides: map[string]override{}, counts: map[string]int64{}}
+	return &soapLayer{lab: lab, next: next, overrides: map[string]override{}, counts: map[string]int64{},
+		busy: map[string]types.ManagedObjectReference{}}
 }
 
 func (s *soapLayer) handle(objType, method string, fn override) {
@@ -85,6 +90,10 @@ func (s *soapLayer) handle(objType, method string, fn override) {
 }
 
 func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/folder/") || r.URL.Path == "/folder" {
+		s.serveFolder(w, r)
+		return
+	}
 	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/sdk") {
 		s.next.ServeHTTP(w, r)
 		return
@@ -106,20 +115,31 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seq := s.record(method)
-	delay, faultKind := s.take(method.Name)
+	delay, faultKind, duration := s.take(method.Name)
 	if delay > 0 {
 		time.Sleep(delay)
+	}
+	if duration > 0 && strings.HasSuffix(method.Name, "_Task") {
+		s.startLongTask(w, r, body, method, faultKind, duration, seq)
+		return
 	}
 	if faultKind != "" { // injected whether or not the caller is logged in: a rule fires once per use
 		s.note(seq, faultKind)
 		s.writeInjected(w, method, faultKind)
 		return
 	}
+	if task, busy := s.busyWith(method); busy {
+		if !s.authenticated(r) {
+			s.writeNotAuthenticated(w, method)
+			return
+		}
+		s.note(seq, "TaskInProgress")
+		s.writeBusy(w, method, task)
+		return
+	}
 	if fn := s.overrides[method.This.Type+"."+method.Name]; fn != nil {
 		if !s.authenticated(r) {
-			s.writeFault(w, simulator.Fault("", &types.NotAuthenticated{
-				NoPermission: types.NoPermission{Object: method.This, PrivilegeId: "System.View"},
-			}))
+			s.writeNotAuthenticated(w, method)
 			return
 		}
 		val, fault := fn(&callCtx{method: method, req: r})
@@ -184,8 +204,15 @@ func (s *soapLayer) note(seq int64, fault string) {
 	}
 }
 
-// take consumes one use of the first fault rule for method: (delay, fault type name).
-func (s *soapLayer) take(method string) (time.Duration, string) {
+func (s *soapLayer) writeNotAuthenticated(w http.ResponseWriter, m *simulator.Method) {
+	s.writeFault(w, simulator.Fault("", &types.NotAuthenticated{
+		NoPermission: types.NoPermission{Object: m.This, PrivilegeId: "System.View"},
+	}))
+}
+
+// take consumes one use of the first fault rule for method: (delay, fault type name, how
+// long a task it makes runs).
+func (s *soapLayer) take(method string) (time.Duration, string, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, r := range s.rules {
@@ -202,9 +229,9 @@ func (s *soapLayer) take(method string) (time.Duration, string) {
 				s.rules = append(s.rules[:i], s.rules[i+1:]...)
 			}
 		}
-		return time.Duration(r.DelayS * float64(time.Second)), r.Error
+		return time.Duration(r.DelayS * float64(time.Second)), r.Error, time.Duration(r.DurationS * float64(time.Second))
 	}
-	return 0, ""
+	return 0, "", 0
 }
 
 // authenticated asks the simulator whether the request's session cookie is logged in.
@@ -243,7 +270,7 @@ func (s *soapLayer) writeInjected(w http.ResponseWriter, m *simulator.Method, ki
 	msg := "lab: injected " + kind
 	if strings.HasSuffix(m.Name, "_Task") {
 		entity := s.lab.taskEntity(m.This)
-		ref := s.lab.runTask(entity, strings.TrimSuffix(m.Name, "_Task")+"Task",
+		ref := s.lab.runTask(entity, m.This.Type+"."+m.Name,
 			func() (types.AnyType, *soap.Fault) { return nil, simulator.Fault(msg, f) })
 		s.writeResult(w, m.Name, ref)
 		return

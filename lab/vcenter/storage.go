@@ -154,16 +154,42 @@ func nasVolumeID(server, path string) string {
 
 // ---- fabric ----------------------------------------------------------------------------------
 
-// refreshFabrics fetches every array's fabric (l.mu held).
-func (l *Lab) refreshFabrics() error {
+// refreshFabrics fetches every array's fabric (l.mu held). An array that does not answer
+// is down: strict (at boot) that is an error; otherwise it contributes nothing (its LUNs
+// and exports vanish from every host's view) and the call goes on, as a rescan on ESXi
+// does when a storage array is unreachable.
+func (l *Lab) refreshFabrics(strict bool) error {
 	for _, a := range l.cfg.Arrays {
 		f, err := l.fc.fetch(a.LabURL)
 		if err != nil {
-			return fmt.Errorf("array %s: %w", a.Name, err)
+			if strict {
+				return fmt.Errorf("array %s: %w", a.Name, err)
+			}
+			l.markArrayDown(a.Name, err.Error())
+			continue
+		}
+		if _, down := l.arraysDown[a.Name]; down {
+			logf("array %s is reachable again (fabric generation %d)", a.Name, f.Generation)
+			delete(l.arraysDown, a.Name)
 		}
 		l.fabrics[a.Name] = f
 	}
 	return nil
+}
+
+// markArrayDown replaces the fabric of an unreachable array by an empty one that keeps its
+// last known generation, so that the array's next push (when it is back) is accepted
+// (l.mu held). The caller checks the paths.
+func (l *Lab) markArrayDown(name, why string) {
+	if _, down := l.arraysDown[name]; !down {
+		logf("array %s is down: %s", name, why)
+	}
+	l.arraysDown[name] = why
+	var gen int64
+	if cur := l.fabrics[name]; cur != nil {
+		gen = cur.Generation
+	}
+	l.fabrics[name] = &Fabric{Array: name, Generation: gen}
 }
 
 func (l *Lab) arrayNames() []string {
@@ -246,9 +272,23 @@ func (l *Lab) rescanAdapter(h *hostState, a *hba) {
 	if a.Kind == "iscsi" {
 		l.discoverSendTargets(a)
 	}
+	old := a.Paths
 	a.Paths = l.currentPaths(a)
+	for naa, p := range old {
+		// the dead path of a device in use stays (ESXi keeps probing it): the device comes
+		// back when the array serves it again, without another rescan
+		if _, ok := a.Paths[naa]; !ok && l.deviceInUse(h, naa) {
+			a.Paths[naa] = p
+		}
+	}
 	l.reconcileDevices(h)
 	l.discoverVmfs(h)
+}
+
+// deviceInUse reports whether device naa carries a VMFS datastore mounted on h or is the
+// raw device of an RDM of a VM registered on h (l.mu held).
+func (l *Lab) deviceInUse(h *hostState, naa string) bool {
+	return l.vmfsMountedOn(h, naa) != nil || l.rdmUser(h, naa) != nil
 }
 
 func (l *Lab) discoverSendTargets(a *hba) {
@@ -290,8 +330,8 @@ func (l *Lab) reconcileDevices(h *hostState) {
 		if seen[naa] {
 			continue
 		}
-		if l.vmfsMountedOn(h, naa) != nil {
-			d.Lost = true // a dead device stays while a datastore is mounted on it
+		if l.deviceInUse(h, naa) {
+			d.Lost = true // a dead device stays while a datastore or an RDM uses it
 			continue
 		}
 		delete(h.Devices, naa)
@@ -456,6 +496,7 @@ func (l *Lab) checkPaths() {
 			l.publishHost(h)
 		}
 	}
+	l.syncConnections() // a VM whose .vmx went APD is inaccessible, and back on apd_exit
 }
 
 // nfsExportFor finds the export server:path and whether it admits h with rw and root.

@@ -76,11 +76,10 @@ func (l *Lab) onIscsi(c *callCtx, device string, fn func(h *hostState, a *hba) *
 	})
 }
 
-func (l *Lab) fabricsOrFault() *soap.Fault {
-	if err := l.refreshFabrics(); err != nil {
-		return fault("storage fabric unreachable: "+err.Error(), &types.HostConfigFault{})
-	}
-	return nil
+// refreshForRescan fetches the arrays' fabrics before a rescan or a mount; an array that
+// is down contributes nothing, and the call succeeds (l.mu held).
+func (l *Lab) refreshForRescan() {
+	_ = l.refreshFabrics(false)
 }
 
 func (l *Lab) opRescanHba(c *callCtx) (interface{}, *soap.Fault) {
@@ -90,9 +89,7 @@ func (l *Lab) opRescanHba(c *callCtx) (interface{}, *soap.Fault) {
 		if a == nil {
 			return nil, fault(fmt.Sprintf("adapter %q not found on host %s", req.HbaDevice, h.Name), &types.NotFound{})
 		}
-		if f := l.fabricsOrFault(); f != nil {
-			return nil, f
-		}
+		l.refreshForRescan()
 		l.rescanAdapter(h, a)
 		l.checkPaths()
 		l.publishHost(h)
@@ -101,9 +98,7 @@ func (l *Lab) opRescanHba(c *callCtx) (interface{}, *soap.Fault) {
 }
 func (l *Lab) opRescanAllHba(c *callCtx) (interface{}, *soap.Fault) {
 	return l.onHost(c, func(h *hostState) (interface{}, *soap.Fault) {
-		if f := l.fabricsOrFault(); f != nil {
-			return nil, f
-		}
+		l.refreshForRescan()
 		for _, a := range h.HBAs {
 			l.rescanAdapter(h, a)
 		}
@@ -321,6 +316,10 @@ func (l *Lab) opDetachLun(c *callCtx) (interface{}, *soap.Fault) {
 			return nil, fault(fmt.Sprintf("cannot detach %s: VMFS datastore %s is mounted on it", d.NAA, ds.Name),
 				&types.ResourceInUse{Type: "Datastore", Name: ds.Name})
 		}
+		if v := l.rdmUser(h, d.NAA); v != nil {
+			return nil, fault(fmt.Sprintf("cannot detach %s: virtual machine %s maps it as a raw device", d.NAA, v.name()),
+				&types.ResourceInUse{Type: "VirtualMachine", Name: v.name()})
+		}
 		if !d.Attached {
 			return nil, fault(fmt.Sprintf("device %s is already detached", d.NAA), &types.InvalidState{})
 		}
@@ -350,7 +349,7 @@ func (l *Lab) opResignature(c *callCtx) (interface{}, *soap.Fault) {
 	if f != nil {
 		return nil, f
 	}
-	return l.runTask(h.Ref, "resignatureUnresolvedVmfsVolumeTask", func() (types.AnyType, *soap.Fault) {
+	return l.runTask(h.Ref, "HostDatastoreSystem.ResignatureUnresolvedVmfsVolume_Task", func() (types.AnyType, *soap.Fault) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return l.resignature(h, req.ResolutionSpec.ExtentDevicePath)
@@ -358,7 +357,8 @@ func (l *Lab) opResignature(c *callCtx) (interface{}, *soap.Fault) {
 }
 
 // resignature writes a new signature on the device at paths[0], mounts the volume on this
-// host and on every other host that sees the device (as vCenter does) (l.mu held).
+// host, then has every other host the LUN is exported to rescan and mount it (as vCenter
+// does) (l.mu held).
 func (l *Lab) resignature(h *hostState, paths []string) (types.AnyType, *soap.Fault) {
 	if len(paths) == 0 {
 		return nil, fault("no extent device path given", &types.InvalidArgument{InvalidProperty: "resolutionSpec.extentDevicePath"})
@@ -389,36 +389,50 @@ func (l *Lab) resignature(h *hostState, paths []string) (types.AnyType, *soap.Fa
 	}
 	ds := l.newVmfsDatastore(&newHdr, d)
 	l.mountDatastore(ds, h)
-	for _, other := range l.hosts {
-		if other == h {
-			continue
-		}
-		if od := other.Devices[naa]; od != nil && od.Attached && !od.Lost && l.hasPath(other, naa) {
-			l.mountDatastore(ds, other) // vCenter auto-mounts on every host that sees the LUN
-		}
-	}
-	return types.HostResignatureRescanResult{Result: ds.Ref}, nil
+	return types.HostResignatureRescanResult{Rescan: l.rescanSharers(h, naa), Result: ds.Ref}, nil
 }
 
-// runTask runs fn as a vSphere task on entity and returns the task; a fault's message
-// becomes the task error's localized message, as on a real vCenter.
-func (l *Lab) runTask(entity types.ManagedObjectReference, name string, fn func() (types.AnyType, *soap.Fault)) types.ManagedObjectReference {
-	var msg string
-	task := simulator.CreateTask(entity, name, func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
-		res, f := fn()
-		if f != nil {
-			msg = f.String
-			return nil, f.Detail.Fault.(types.BaseMethodFault)
+// rescanSharers does what vCenter does after a resignature on h: every other host that the
+// fabric exports device naa to rescans its adapters of that protocol (as RescanHba would:
+// APD check included), which mounts the resignatured volume if the host sees the device.
+// It returns the hosts rescanned (l.mu held).
+func (l *Lab) rescanSharers(h *hostState, naa string) []types.HostVmfsRescanResult {
+	l.refreshForRescan()
+	lun := l.findLun(naa)
+	var out []types.HostVmfsRescanResult
+	for _, other := range l.hosts {
+		if other == h || lun == nil {
+			continue
 		}
-		return res, nil
-	})
-	ref := task.Run()
-	if task.Info.Error != nil && msg != "" {
-		simulator.Map.Update(task, []types.PropertyChange{{Name: "info.error", Val: types.LocalizedMethodFault{
-			Fault: task.Info.Error.Fault, LocalizedMessage: msg,
-		}}})
+		kinds := exportedKinds(lun.Lun, other)
+		if len(kinds) == 0 {
+			continue
+		}
+		for _, a := range other.HBAs {
+			if kinds[a.Kind] {
+				l.rescanAdapter(other, a)
+			}
+		}
+		l.publishHost(other)
+		out = append(out, types.HostVmfsRescanResult{Host: other.Ref})
 	}
-	return ref
+	l.checkPaths()
+	return out
+}
+
+// exportedKinds returns the adapter kinds ("iscsi", "fc") of h through which one of its
+// initiators is in lun's exports.
+func exportedKinds(lun *FabricLun, h *hostState) map[string]bool {
+	kinds := map[string]bool{}
+	for _, e := range lun.Exports {
+		for _, a := range h.HBAs {
+			if (a.Kind == "iscsi" && e.Protocol == "iscsi" && e.Initiator == a.IQN) ||
+				(a.Kind == "fc" && e.Protocol == "fc" && e.Initiator == a.WWPN) {
+				kinds[a.Kind] = true
+			}
+		}
+	}
+	return kinds
 }
 
 func (l *Lab) opCreateNas(c *callCtx) (interface{}, *soap.Fault) {
@@ -448,9 +462,8 @@ func (l *Lab) opCreateNas(c *callCtx) (interface{}, *soap.Fault) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if f := l.fabricsOrFault(); f != nil {
-		return nil, f
-	}
+	l.refreshForRescan()
+	l.checkPaths()
 	return l.mountNfs(h, spec.LocalPath, nfsType, server, spec.RemotePath)
 }
 
@@ -595,7 +608,7 @@ func (l *Lab) opRenameDatastore(c *callCtx) (interface{}, *soap.Fault) {
 
 func (l *Lab) opRenameDatastoreTask(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.Rename_Task)
-	return l.runTask(c.method.This, "renameTask", func() (types.AnyType, *soap.Fault) {
+	return l.runTask(c.method.This, "Datastore.Rename_Task", func() (types.AnyType, *soap.Fault) {
 		return nil, l.rename(c.method.This, req.NewName)
 	}), nil
 }
@@ -621,7 +634,7 @@ func (l *Lab) destroy(ref types.ManagedObjectReference) *soap.Fault {
 
 func (l *Lab) opDestroyDatastore(c *callCtx) (interface{}, *soap.Fault) {
 	ref := c.method.This
-	return l.runTask(ref, "destroyTask", func() (types.AnyType, *soap.Fault) {
+	return l.runTask(ref, "Datastore.Destroy_Task", func() (types.AnyType, *soap.Fault) {
 		return nil, l.destroy(ref)
 	}), nil
 }

@@ -6,10 +6,12 @@ package main
 
 import (
 	"fmt"
+	"log"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,6 +31,7 @@ type vmState struct {
 	VmxPath    string // "[ds] dir/name.vmx"
 	RelPath    string // "dir/name.vmx"
 	IP         string // address the guest reports once running (vmx guestinfo.sr-lab.ip)
+	DHCP       bool   // the guest has the address from DHCP: none without a connected NIC
 	PowerGen   int
 	Pending    *simulator.Task // power-on task waiting for an answer
 	ToolsState string          // "running" or "notRunning"
@@ -84,14 +87,64 @@ func (l *Lab) opReconfigure(c *callCtx) (interface{}, *soap.Fault) {
 	if vm == nil {
 		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: c.method.This})
 	}
-	simulator.Map.WithLock(vm, func() { pruneLayout(vm) })
-	var res soap.HasFault
-	l.invoke(vm, func(ctx *simulator.Context) { res = vm.ReconfigVMTask(ctx, req) })
-	if f := res.Fault(); f != nil {
+	v, _ := l.vmFor(vm.Self)
+	before := nicLinks(vm)
+	ref, f := l.simReconfigure(vm, req.Spec)
+	if f != nil {
 		return nil, f
 	}
 	l.syncDatastoreUse(vm)
-	return res.(*methods.ReconfigVM_TaskBody).Res.Returnval, nil
+	if v != nil && v.ToolsState == "running" && vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+		l.setGuest(v, vm, true) // the guest sees its NICs' links change
+		if nicLinks(vm) != before {
+			l.checkIPConflict(v, vm)
+		}
+	}
+	return ref, nil
+}
+
+// simReconfigure runs the simulator's ReconfigVM_Task on vm, with the disks it cannot
+// handle masked (l.mu held). It returns the task (named as vCenter names it).
+func (l *Lab) simReconfigure(vm *simulator.VirtualMachine, spec types.VirtualMachineConfigSpec) (types.ManagedObjectReference, *soap.Fault) {
+	simulator.Map.WithLock(vm, func() { pruneLayout(vm) })
+	var res soap.HasFault
+	if f := l.invoke(vm, func(ctx *simulator.Context) {
+		restore := l.maskSpecialDisks(vm, &spec)
+		ok := false
+		defer func() { restore(ok) }()
+		res = vm.ReconfigVMTask(ctx, &types.ReconfigVM_Task{This: vm.Self, Spec: spec})
+		if res.Fault() == nil {
+			t, isTask := simulator.Map.Get(res.(*methods.ReconfigVM_TaskBody).Res.Returnval).(*simulator.Task)
+			ok = isTask && t.Info.Error == nil
+		}
+	}); f != nil {
+		return types.ManagedObjectReference{}, f
+	}
+	simulator.Map.WithLock(vm, func() {
+		simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vm.Config.Hardware.Device}})
+	})
+	if f := res.Fault(); f != nil {
+		return types.ManagedObjectReference{}, f
+	}
+	ref := res.(*methods.ReconfigVM_TaskBody).Res.Returnval
+	nameSimulatorTask(ref, vm.Self, "VirtualMachine.ReconfigVM_Task")
+	return ref, nil // a failed reconfiguration is reported by its task
+}
+
+// nicLinks describes vm's NICs' networks and link states, to tell a change.
+func nicLinks(vm *simulator.VirtualMachine) string {
+	var b strings.Builder
+	for _, d := range vm.Config.Hardware.Device {
+		if nic, ok := d.(types.BaseVirtualEthernetCard); ok {
+			card := nic.GetVirtualEthernetCard()
+			network := ""
+			if nb, ok := card.Backing.(*types.VirtualEthernetCardNetworkBackingInfo); ok {
+				network = nb.DeviceName
+			}
+			fmt.Fprintf(&b, "%d:%s:%v;", card.Key, network, card.Connectable != nil && card.Connectable.Connected)
+		}
+	}
+	return b.String()
 }
 
 // syncDatastoreUse makes vm.datastore, and the vm list of each lab datastore, name exactly
@@ -148,12 +201,22 @@ func pruneLayout(vm *simulator.VirtualMachine) {
 }
 
 // invoke calls a simulator method the way the simulator's own dispatcher does: holding
-// the object's lock, with the object as the caller.
-func (l *Lab) invoke(obj mo.Reference, fn func(ctx *simulator.Context)) {
+// the object's lock, with the object as the caller. A panic in the simulator becomes a
+// SystemError fault instead of a dropped connection.
+func (l *Lab) invoke(obj mo.Reference, fn func(ctx *simulator.Context)) (failed *soap.Fault) {
 	ref := obj.Reference()
 	ctx := *l.ctx
 	ctx.Caller = &ref
-	simulator.Map.WithLock(obj, func() { fn(&ctx) })
+	simulator.Map.WithLock(obj, func() {
+		defer func() {
+			if p := recover(); p != nil {
+				log.Printf("simulator panic on %s: %v\n%s", ref.Value, p, debug.Stack())
+				failed = fault(fmt.Sprintf("lab: the simulator failed: %v", p), &types.SystemError{Reason: fmt.Sprint(p)})
+			}
+		}()
+		fn(&ctx)
+	})
+	return failed
 }
 
 // onVM runs fn, with l.mu held, for the VM the call is made on.
@@ -193,7 +256,7 @@ func (l *Lab) vmFor(ref types.ManagedObjectReference) (*vmState, *simulator.Virt
 	v := &vmState{Ref: ref, Datastore: ds.Ref.Value, VmxPath: vm.Config.Files.VmPathName,
 		RelPath: p.Path, ToolsState: "notRunning"}
 	if vmx, err := readVmx(filepath.Join(ds.ContentDir, p.Path)); err == nil {
-		v.IP = vmx.get("guestinfo.sr-lab.ip")
+		v.IP, v.DHCP = vmx.get("guestinfo.sr-lab.ip"), truthy(vmx.get("guestinfo.sr-lab.dhcp"))
 	}
 	l.vms[ref.Value] = v
 	return v, vm
@@ -202,13 +265,16 @@ func (l *Lab) vmFor(ref types.ManagedObjectReference) (*vmState, *simulator.Virt
 // simPowerOff powers vm off in the simulator and returns the finished task (l.mu held).
 func (l *Lab) simPowerOff(v *vmState, vm *simulator.VirtualMachine) (types.ManagedObjectReference, *soap.Fault) {
 	var res soap.HasFault
-	l.invoke(vm, func(ctx *simulator.Context) {
+	if f := l.invoke(vm, func(ctx *simulator.Context) {
 		res = vm.PowerOffVMTask(ctx, &types.PowerOffVM_Task{This: vm.Self})
-	})
+	}); f != nil {
+		return types.ManagedObjectReference{}, f
+	}
 	if f := res.Fault(); f != nil {
 		return types.ManagedObjectReference{}, f
 	}
 	ref := res.(*methods.PowerOffVM_TaskBody).Res.Returnval
+	nameSimulatorTask(ref, vm.Self, "VirtualMachine.PowerOffVM_Task")
 	_, f := taskOutcome(ref)
 	if f == nil {
 		l.stopGuest(v, vm)
@@ -229,7 +295,7 @@ func taskOutcome(ref types.ManagedObjectReference) (*simulator.Task, *soap.Fault
 func (l *Lab) opRegisterVM(c *callCtx) (interface{}, *soap.Fault) {
 	req := c.method.Body.(*types.RegisterVM_Task)
 	folderRef := c.method.This
-	return l.runTask(folderRef, "registerVmTask", func() (types.AnyType, *soap.Fault) {
+	return l.runTask(folderRef, "Folder.RegisterVM_Task", func() (types.AnyType, *soap.Fault) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return l.registerVM(folderRef, req)
@@ -243,6 +309,12 @@ func (l *Lab) registerVM(folderRef types.ManagedObjectReference, req *types.Regi
 	}
 	if req.Pool == nil {
 		return nil, fault("a resource pool is required", &types.InvalidArgument{InvalidProperty: "pool"})
+	}
+	if f := l.checkPool(*req.Pool); f != nil {
+		return nil, f
+	}
+	if _, ok := simulator.Map.Get(folderRef).(*simulator.Folder); !ok {
+		return nil, fault("folder not found", &types.ManagedObjectNotFound{Obj: folderRef})
 	}
 	var p object.DatastorePath
 	if !p.FromString(req.Path) || p.Path == "" {
@@ -308,7 +380,9 @@ func (l *Lab) registerVM(folderRef types.ManagedObjectReference, req *types.Regi
 		This: folderRef, Path: canonical, Name: strings.TrimSuffix(nvram, ".nvram"), Pool: req.Pool, Host: &h.Ref,
 	}
 	var res soap.HasFault
-	l.invoke(folder, func(ctx *simulator.Context) { res = folder.RegisterVMTask(ctx, inner) })
+	if f := l.invoke(folder, func(ctx *simulator.Context) { res = folder.RegisterVMTask(ctx, inner) }); f != nil {
+		return nil, f
+	}
 	if f := res.Fault(); f != nil {
 		return nil, f
 	}
@@ -319,10 +393,25 @@ func (l *Lab) registerVM(folderRef types.ManagedObjectReference, req *types.Regi
 	vmRef := task.Info.Result.(types.ManagedObjectReference)
 	vm := simulator.Map.Get(vmRef).(*simulator.VirtualMachine)
 	v := &vmState{Ref: vmRef, Datastore: ds.Ref.Value, VmxPath: canonical, RelPath: p.Path,
-		IP: vmx.get("guestinfo.sr-lab.ip"), ToolsState: "notRunning"}
+		IP: vmx.get("guestinfo.sr-lab.ip"), DHCP: truthy(vmx.get("guestinfo.sr-lab.dhcp")), ToolsState: "notRunning"}
 	l.vms[vmRef.Value] = v
 	l.applyVmx(v, vm, vmx, name)
+	l.syncDatastoreUse(vm)
+	l.syncConnection(v, vm)
 	return vmRef, nil
+}
+
+// checkPool accepts a resource pool of the lab's cluster (l.mu held).
+func (l *Lab) checkPool(ref types.ManagedObjectReference) *soap.Fault {
+	rp, ok := simulator.Map.Get(ref).(*simulator.ResourcePool)
+	if !ok {
+		return fault("resource pool not found", &types.ManagedObjectNotFound{Obj: ref})
+	}
+	if rp.Owner != l.clusterRef {
+		return fault(fmt.Sprintf("resource pool %s is not in cluster %s", rp.Name, l.cfg.Cluster),
+			&types.InvalidArgument{InvalidProperty: "pool"})
+	}
+	return nil
 }
 
 var diskKey = regexp.MustCompile(`^(scsi|sata|nvme)(\d+):(\d+)\.filename$`)
@@ -366,23 +455,27 @@ func (l *Lab) applyVmx(v *vmState, vm *simulator.VirtualMachine, vmx *vmxFile, n
 			nics = append(nics, l.nicSpec(vmx, "ethernet"+m[1]))
 		}
 	}
-	var p object.DatastorePath
-	p.FromString(v.VmxPath)
-	vmDir := path.Dir(p.Path)
+	vmDir := path.Dir(v.RelPath)
+	vmxDs := l.datastores[v.Datastore]
+	hs := vmHost(vm)
+	actual := map[int32]types.BaseVirtualDeviceBackingInfo{} // unit -> backing the simulator cannot take
 	for _, k := range keys {
 		m := diskKey.FindStringSubmatch(k)
 		if m == nil || !truthy(vmx.get(m[1]+m[2]+":"+m[3]+".present")) {
 			continue
 		}
 		file := vmx.get(k)
-		if !strings.HasSuffix(file, ".vmdk") {
+		if !strings.HasSuffix(strings.ToLower(file), ".vmdk") {
 			continue
 		}
-		if !strings.HasPrefix(file, "/") && !strings.HasPrefix(file, "[") {
-			file = fmt.Sprintf("[%s] %s", p.Datastore, path.Join(vmDir, file))
-		}
 		unit, _ := strconv.Atoi(m[3])
-		disks = append(disks, l.diskSpec(file, int32(unit)))
+		f := l.resolveDiskName(vmxDs, vmDir, file)
+		backing, sizeKB := l.diskBacking(f)
+		if !simulatorCanHandle(backing, hs) || !simulatorFindsFiles(f) {
+			actual[int32(unit)] = backing // registered as is; power-on will tell
+			backing = placeholder(vm)
+		}
+		disks = append(disks, diskSpec(backing, int32(unit), sizeKB))
 	}
 	if len(nics) > 0 {
 		l.reconfigure(vm, types.VirtualMachineConfigSpec{DeviceChange: nics})
@@ -402,6 +495,20 @@ func (l *Lab) applyVmx(v *vmState, vm *simulator.VirtualMachine, vmx *vmxFile, n
 			}
 			l.reconfigure(vm, types.VirtualMachineConfigSpec{DeviceChange: disks})
 		}
+	}
+	if len(actual) > 0 {
+		simulator.Map.WithLock(vm, func() {
+			for _, d := range vm.Config.Hardware.Device {
+				disk, ok := d.(*types.VirtualDisk)
+				if !ok || disk.UnitNumber == nil {
+					continue
+				}
+				if b := actual[*disk.UnitNumber]; b != nil {
+					disk.Backing = b
+				}
+			}
+			simulator.Map.Update(vm, []types.PropertyChange{{Name: "config.hardware.device", Val: vm.Config.Hardware.Device}})
+		})
 	}
 }
 
@@ -431,58 +538,24 @@ func (l *Lab) nicSpec(vmx *vmxFile, prefix string) types.BaseVirtualDeviceConfig
 	return &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: dev}
 }
 
-func (l *Lab) diskSpec(file string, unit int32) types.BaseVirtualDeviceConfigSpec {
-	capacityKB := int64(1024 * 1024)
-	var p object.DatastorePath
-	p.FromString(file)
-	if ds := l.datastoreByName(p.Datastore); ds != nil {
-		if n := vmdkCapacityKB(filepath.Join(ds.ContentDir, p.Path)); n > 0 {
-			capacityKB = n
-		}
+func diskSpec(backing types.BaseVirtualDeviceBackingInfo, unit int32, capacityKB int64) types.BaseVirtualDeviceConfigSpec {
+	if capacityKB <= 0 {
+		capacityKB = 1024 * 1024
 	}
 	disk := &types.VirtualDisk{
-		VirtualDevice: types.VirtualDevice{
-			Key:        -1,
-			UnitNumber: types.NewInt32(unit),
-			Backing: &types.VirtualDiskFlatVer2BackingInfo{
-				VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: file},
-				DiskMode:                     string(types.VirtualDiskModePersistent),
-				ThinProvisioned:              types.NewBool(true),
-			},
-		},
-		CapacityInKB: capacityKB,
+		VirtualDevice: types.VirtualDevice{Key: -1, UnitNumber: types.NewInt32(unit), Backing: backing},
+		CapacityInKB:  capacityKB,
 	}
 	return &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: disk}
 }
 
-// vmdkCapacityKB reads the extent size from a VMDK descriptor ("RW <sectors> VMFS ...").
-func vmdkCapacityKB(file string) int64 {
-	data, err := os.ReadFile(file)
-	if err != nil || len(data) > 64*1024 {
-		return 0
-	}
-	var total int64
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && (f[0] == "RW" || f[0] == "RDONLY") {
-			if n, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-				total += n / 2
-			}
-		}
-	}
-	return total
-}
-
 func (l *Lab) reconfigure(vm *simulator.VirtualMachine, spec types.VirtualMachineConfigSpec) {
-	var res soap.HasFault
-	l.invoke(vm, func(ctx *simulator.Context) {
-		res = vm.ReconfigVMTask(ctx, &types.ReconfigVM_Task{This: vm.Self, Spec: spec})
-	})
-	if f := res.Fault(); f != nil {
+	ref, f := l.simReconfigure(vm, spec)
+	if f != nil {
 		logf("reconfigure %s: %s", vm.Name, f.String)
 		return
 	}
-	if _, f := taskOutcome(res.(*methods.ReconfigVM_TaskBody).Res.Returnval); f != nil {
+	if _, f := taskOutcome(ref); f != nil {
 		logf("reconfigure %s: %s %T", vm.Name, f.String, f.Detail.Fault)
 	}
 }
@@ -513,11 +586,11 @@ func (l *Lab) opPowerOn(c *callCtx) (interface{}, *soap.Fault) {
 		precheck = fault(fmt.Sprintf("the datastore of %s is not accessible from host %s", vm.Name, hn), &types.InvalidDatastore{})
 	}
 	if precheck != nil {
-		return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) { return nil, precheck }), nil
+		return l.runTask(ref, "VirtualMachine.PowerOnVM_Task", func() (types.AnyType, *soap.Fault) { return nil, precheck }), nil
 	}
 	vmx, err := readVmx(filepath.Join(ds.ContentDir, v.RelPath))
 	if err != nil {
-		return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) {
+		return l.runTask(ref, "VirtualMachine.PowerOnVM_Task", func() (types.AnyType, *soap.Fault) {
 			return nil, fault("cannot read "+v.VmxPath+": "+err.Error(), &types.FileNotFound{})
 		}), nil
 	}
@@ -526,7 +599,7 @@ func (l *Lab) opPowerOn(c *callCtx) (interface{}, *soap.Fault) {
 	if have != "" && have != want {
 		return l.askMovedOrCopied(v, vm), nil
 	}
-	return l.runTask(ref, "powerOnVMTask", func() (types.AnyType, *soap.Fault) {
+	return l.runTask(ref, "VirtualMachine.PowerOnVM_Task", func() (types.AnyType, *soap.Fault) {
 		if f := l.powerOn(v, vm); f != nil {
 			return nil, f
 		}
@@ -545,13 +618,7 @@ const questionText = "This virtual machine might have been moved or copied.\n" +
 // askMovedOrCopied leaves the power-on task running with the msg.uuid.altered question
 // set on the VM, until AnswerVM (l.mu held).
 func (l *Lab) askMovedOrCopied(v *vmState, vm *simulator.VirtualMachine) types.ManagedObjectReference {
-	task := simulator.CreateTask(vm.Self, "powerOnVMTask", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
-		return nil, nil
-	})
-	simulator.Map.Update(task, []types.PropertyChange{
-		{Name: "info.state", Val: types.TaskInfoStateRunning},
-		{Name: "info.startTime", Val: time.Now()},
-	})
+	task := l.startTask(vm.Self, "VirtualMachine.PowerOnVM_Task")
 	v.Pending = task
 	q := &types.VirtualMachineQuestionInfo{
 		Id:   fmt.Sprintf("_vmx%d", 1+l.nextID),
@@ -612,18 +679,6 @@ func (l *Lab) opAnswerVM(c *callCtx) (interface{}, *soap.Fault) {
 		return nil, nil
 	})
 }
-func finishTask(task *simulator.Task, outcome *soap.Fault) {
-	changes := []types.PropertyChange{{Name: "info.completeTime", Val: time.Now()}}
-	if outcome != nil {
-		changes = append(changes,
-			types.PropertyChange{Name: "info.state", Val: types.TaskInfoStateError},
-			types.PropertyChange{Name: "info.error", Val: types.LocalizedMethodFault{
-				Fault: outcome.Detail.Fault.(types.BaseMethodFault), LocalizedMessage: outcome.String}})
-	} else {
-		changes = append(changes, types.PropertyChange{Name: "info.state", Val: types.TaskInfoStateSuccess})
-	}
-	simulator.Map.Update(task, changes)
-}
 
 // rewriteIdentity records the answer in the .vmx: the new location, and for a copy a new
 // BIOS uuid and new MAC addresses (l.mu held).
@@ -662,18 +717,32 @@ func (l *Lab) rewriteIdentity(v *vmState, vm *simulator.VirtualMachine, copied b
 	return nil
 }
 
-// powerOn powers the VM on in the simulator, connects the NICs marked start-connected and
-// starts the guest's clock (l.mu held).
+// powerOn opens the VM's disks (FileNotFound if one cannot be), powers it on in the
+// simulator, records the production files it opened, connects the NICs marked
+// start-connected and starts the guest's clock (l.mu held).
 func (l *Lab) powerOn(v *vmState, vm *simulator.VirtualMachine) *soap.Fault {
+	h := l.hostByName[v.hostName(l)]
+	if h == nil {
+		return fault(vm.Name+" has no host", &types.InvalidState{})
+	}
+	opened, f := l.openDisks(v, vm, h)
+	if f != nil {
+		return f
+	}
 	var res soap.HasFault
-	l.invoke(vm, func(ctx *simulator.Context) {
+	if f := l.invoke(vm, func(ctx *simulator.Context) {
 		res = vm.PowerOnVMTask(ctx, &types.PowerOnVM_Task{This: vm.Self})
-	})
+	}); f != nil {
+		return f
+	}
 	if f := res.Fault(); f != nil {
 		return f
 	}
 	if _, f := taskOutcome(res.(*methods.PowerOnVM_TaskBody).Res.Returnval); f != nil {
 		return f
+	}
+	for _, e := range opened {
+		l.record(e)
 	}
 	l.setNics(vm, true)
 	l.startGuest(v)
@@ -725,6 +794,7 @@ func (l *Lab) startGuest(v *vmState) {
 			return
 		}
 		l.setGuest(v, vm, true)
+		l.checkIPConflict(v, vm)
 	}()
 }
 
@@ -752,8 +822,8 @@ func (l *Lab) setGuest(v *vmState, vm *simulator.VirtualMachine, running bool) {
 				info.Network = b.DeviceName
 			}
 			// a static address is configured in the guest: tools report it even with the
-			// link down (an isolated NIC); a guest without one (DHCP) reports none
-			if running && v.IP != "" && ip == "" {
+			// link down (an isolated NIC); a DHCP guest has one only through a connected NIC
+			if running && v.IP != "" && ip == "" && (!v.DHCP || connected) {
 				ip = v.IP
 				info.IpAddress = []string{ip}
 			}
@@ -818,9 +888,11 @@ func (l *Lab) opUnregisterVM(c *callCtx) (interface{}, *soap.Fault) {
 		return nil, fault("virtual machine not found", &types.ManagedObjectNotFound{Obj: ref})
 	}
 	var res soap.HasFault
-	l.invoke(vm, func(ctx *simulator.Context) {
+	if f := l.invoke(vm, func(ctx *simulator.Context) {
 		res = vm.UnregisterVM(ctx, &types.UnregisterVM{This: ref})
-	})
+	}); f != nil {
+		return nil, f
+	}
 	if f := res.Fault(); f != nil {
 		return nil, f
 	}
@@ -886,6 +958,72 @@ func rewritePaths(vm *simulator.VirtualMachine, fix func(string) string, move *[
 	if vm.LayoutEx != nil {
 		for i := range vm.LayoutEx.File {
 			vm.LayoutEx.File[i].Name = fix(vm.LayoutEx.File[i].Name)
+		}
+	}
+}
+
+// ---- connection state and guest IP conflicts --------------------------------------------------
+
+// syncConnection sets vm's runtime.connectionState from its files: inaccessible while the
+// datastore of its .vmx is not accessible from its host, connected otherwise (l.mu held).
+func (l *Lab) syncConnection(v *vmState, vm *simulator.VirtualMachine) {
+	state := types.VirtualMachineConnectionStateInaccessible
+	if ds := l.datastores[v.Datastore]; ds != nil {
+		if m := ds.Mounts[v.hostName(l)]; m != nil && m.Accessible {
+			state = types.VirtualMachineConnectionStateConnected
+		}
+	}
+	if vm.Runtime.ConnectionState == state {
+		return
+	}
+	simulator.Map.WithLock(vm, func() {
+		simulator.Map.Update(vm, []types.PropertyChange{
+			{Name: "runtime.connectionState", Val: state},
+			{Name: "summary.runtime.connectionState", Val: state},
+		})
+	})
+}
+
+// syncConnections is syncConnection for every lab VM (l.mu held).
+func (l *Lab) syncConnections() {
+	for _, id := range sortedKeys(l.vms) {
+		v := l.vms[id]
+		if vm := v.obj(); vm != nil {
+			l.syncConnection(v, vm)
+		}
+	}
+}
+
+// checkIPConflict records a guest_ip_conflict for each address vm's guest reports on a
+// connected NIC that another powered-on guest reports on a connected NIC of the same
+// network, as a restored twin on a production network does (l.mu held).
+func (l *Lab) checkIPConflict(v *vmState, vm *simulator.VirtualMachine) {
+	type link struct{ network, ip string }
+	mine := map[link]bool{}
+	for _, n := range vm.Guest.Net {
+		for _, ip := range n.IpAddress {
+			if n.Connected {
+				mine[link{n.Network, ip}] = true
+			}
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	for _, id := range sortedKeys(l.vms) {
+		other := l.vms[id]
+		ovm := other.obj()
+		if other == v || ovm == nil || ovm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn ||
+			other.ToolsState != "running" || ovm.Guest == nil {
+			continue
+		}
+		for _, n := range ovm.Guest.Net {
+			for _, ip := range n.IpAddress {
+				if n.Connected && mine[link{n.Network, ip}] {
+					l.record(StorageEvent{Kind: "guest_ip_conflict", Host: v.hostName(l), VM: vm.Name,
+						Detail: fmt.Sprintf("IP %s on network %s is also in use by VM %s", ip, n.Network, ovm.Name)})
+				}
+			}
 		}
 	}
 }

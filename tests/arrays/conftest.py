@@ -24,11 +24,25 @@ class RunningArray:
     url: str
     ca_bundle: str
     pid: int
+    config_path: Path
+    log: Path
 
     def lab(self, method: str, path: str, **kwargs) -> requests.Response:
         """Call a lab-only endpoint (``path`` like "/lab/state")."""
         return requests.request(
             method, self.url + path, verify=self.ca_bundle, timeout=30, **kwargs
+        )
+
+    def restart(self) -> None:
+        """Stop the emulator and start it again with the same config (and its saved state)."""
+        stop(self.pid)
+        self.pid = spawn(python_module("lab.arrays", str(self.config_path)), self.log)
+        wait_until(
+            lambda: self.lab("GET", "/lab/state").status_code == 200,
+            timeout=30,
+            what=f"{self.config.vendor} emulator",
+            pid=self.pid,
+            log=self.log,
         )
 
 
@@ -95,7 +109,7 @@ def _array_starter(tmp_path: Path, lab_pki: LabPki) -> Iterator[Callable[..., Ru
         log = tmp_path / f"{name}.log"
         pid = spawn(python_module("lab.arrays", str(cfg_path)), log)
         url = f"https://127.0.0.1:{port}"
-        running = RunningArray(config, url, str(lab_pki.ca_bundle), pid)
+        running = RunningArray(config, url, str(lab_pki.ca_bundle), pid, cfg_path, log)
         started.append(running)
         wait_until(
             lambda: running.lab("GET", "/lab/state").status_code == 200,

@@ -76,6 +76,15 @@ def test_up_status_restart_down(tmp_path):
     assert not any(_port_open(p) for p in ports)
     assert not (d / "lab.json").exists()
 
+    # an array seeded by another version of the seed is not reused silently
+    marker = d / "arrays" / "ontap1" / "seeded"
+    current = marker.read_text()
+    marker.write_text("yes\n")
+    r = _lab("up", "--dir", str(d))
+    assert r.returncode == 1 and "--reset" in r.stderr
+    assert not (d / "lab.json").exists()
+    marker.write_text(current)
+
     r = _lab("up", "--dir", str(d), "--json")
     assert r.returncode == 0, r.stderr
     info2 = json.loads(r.stdout)
@@ -86,7 +95,7 @@ def test_up_status_restart_down(tmp_path):
         vc_state = s.get(info2["vcenter"]["lab_url"] + "/state", timeout=30).json()
         names = {ds["name"] for ds in vc_state["datastores"]}
         assert {"ds-iscsi-01", "ds-fc-01", "ds-nfs-01", "ds-iscsi-02"} <= names
-        assert len(vc_state["vms"]) == 12
+        assert len(vc_state["vms"]) == len(info2["vms"]) == 18  # 12 ordinary, 6 case VMs
     finally:
         assert _lab("down", "--dir", str(d)).returncode == 0
     assert not any(alive(p) for p in info2["pids"].values())

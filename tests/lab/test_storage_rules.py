@@ -64,7 +64,7 @@ def test_unmount_twice_and_detach_twice_are_invalid_state(lab, si):
 
 def test_unpresenting_a_mounted_lun_puts_the_datastore_in_apd(lab, si, vclab):
     before = len(vclab.events())
-    with mounted_copy(si, lab, "ds-iscsi-01") as mc:
+    with mounted_copy(si, lab, "ds-iscsi-02") as mc:  # an igroup of this host only
         name = mc.ds.name
         mc.ops.unpresent(mc.copy)  # wrong order: the datastore is still mounted
         ds = find(si, vim.Datastore, name)

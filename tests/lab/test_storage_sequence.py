@@ -37,20 +37,21 @@ def _all_rescans(vclab, since: int) -> list[dict]:
 
 
 BLOCK_CASES = [
-    pytest.param("ds-iscsi-01", "iscsi", id="hpe-iscsi"),
-    pytest.param("ds-fc-01", "fc", id="hpe-fc"),
-    pytest.param("ds-iscsi-02", "iscsi", id="ontap-iscsi"),
+    # primera1 has one iSCSI host object for the cluster: a copy exported to it is seen by
+    # every host, and vCenter mounts the resignatured copy on all of them
+    pytest.param("ds-iscsi-01", "iscsi", True, id="hpe-iscsi-shared-host"),
+    pytest.param("ds-fc-01", "fc", False, id="hpe-fc"),
+    pytest.param("ds-iscsi-02", "iscsi", False, id="ontap-iscsi"),
 ]
 
 
-@pytest.mark.parametrize(("ds_name", "protocol"), BLOCK_CASES)
-def test_block_restore_sequence(lab, si, http, vclab, ds_name, protocol):
+@pytest.mark.parametrize(("ds_name", "protocol", "shared"), BLOCK_CASES)
+def test_block_restore_sequence(lab, si, http, vclab, ds_name, protocol, shared):
     ds_cfg = next(d for d in lab["datastores"] if d["name"] == ds_name)
     array = next(a for a in lab["arrays"] if a["name"] == ds_cfg["array"])
     ops = ops_for(lab, array["name"])
     host_cfg = lab["hosts"][1]
     esx = host(si, host_cfg["name"])
-    storage = esx.configManager.storageSystem
     vm_name = ds_cfg["vms"][0]
     snapshot = ds_cfg["snapshots"][0]  # the older snapshot: generation 1
     since = vclab.get("/calls/log?since=0")["last_seq"]
@@ -87,7 +88,11 @@ def test_block_restore_sequence(lab, si, http, vclab, ds_name, protocol):
     result = wait(esx.configManager.datastoreSystem.ResignatureUnresolvedVmfsVolume_Task(spec))
     ds = result.result
     assert ds.name.startswith("snap-") and ds.name.endswith("-" + ds_name)
-    assert [m.key.name for m in ds.host] == [host_cfg["name"]]
+    others = sorted(h["name"] for h in lab["hosts"] if h["name"] != host_cfg["name"])
+    # vCenter rescans the other hosts the LUN is exported to, which then mount the copy
+    assert sorted(r.host.name for r in result.rescan or []) == (others if shared else [])
+    mounted = sorted([host_cfg["name"], *others]) if shared else [host_cfg["name"]]
+    assert sorted(m.key.name for m in ds.host) == mounted
     new_name = f"sr-restore-{copy.name}"
     ds.RenameDatastore(newName=new_name)
     assert ds.name == new_name
@@ -104,13 +109,18 @@ def test_block_restore_sequence(lab, si, http, vclab, ds_name, protocol):
 
     wait(vm.PowerOffVM_Task())
     vm.UnregisterVM()
-    storage.UnmountVmfsVolume(vmfsUuid=ds.info.vmfs.uuid)
+    uuid = ds.info.vmfs.uuid
+    seen_by = [host(si, name) for name in mounted]
+    for h in seen_by:  # on every host that mounts it, not just the chosen one
+        h.configManager.storageSystem.UnmountVmfsVolume(vmfsUuid=uuid)
     assert find(si, vim.Datastore, new_name) is None
-    storage.DetachScsiLun(lunUuid=scsi_lun(esx, copy.naa).uuid)
-    assert scsi_lun(esx, copy.naa).operationalState == ["off"]
+    for h in seen_by:
+        h.configManager.storageSystem.DetachScsiLun(lunUuid=scsi_lun(h, copy.naa).uuid)
+        assert scsi_lun(h, copy.naa).operationalState == ["off"]
     ops.unpresent(copy)
-    rescan(esx, protocol)
-    assert scsi_lun(esx, copy.naa) is None
+    for h in seen_by:
+        rescan(h, protocol)
+        assert scsi_lun(h, copy.naa) is None
     ops.delete(copy)
 
     # the world afterwards

@@ -97,15 +97,34 @@ def mounted_copy(
         mounted = find(si, vim.Datastore, name) if "name" in locals() else None
         if mounted is not None:
             discard_vms(mounted)
-            if protocol == "nfs":
-                esx.configManager.datastoreSystem.RemoveDatastore(datastore=mounted)
-            else:
-                esx.configManager.storageSystem.UnmountVmfsVolume(vmfsUuid=mounted.info.vmfs.uuid)
+            unmount_everywhere(mounted, protocol)
+        everywhere = [host(si, h["name"]) for h in lab["hosts"]]
+        saw = [h for h in everywhere if copy.naa and scsi_lun(h, copy.naa) is not None]
         if protocol != "nfs" and copy.naa:
-            lun = scsi_lun(esx, copy.naa)
-            if lun is not None and lun.operationalState != ["off"]:
-                esx.configManager.storageSystem.DetachScsiLun(lunUuid=lun.uuid)
+            detach_everywhere(saw, copy.naa)
         ops.unpresent(copy)
         if protocol != "nfs":
-            rescan(esx, protocol)
+            for h in saw or [esx]:
+                rescan(h, protocol)
         ops.delete(copy)
+
+
+def unmount_everywhere(ds: vim.Datastore, protocol: str) -> list[str]:
+    """Unmount ``ds`` from every host that mounts it (a shared host object or igroup, or
+    vCenter's mount after resignature, can make it several); return those hosts' names."""
+    hosts = [m.key for m in ds.host]
+    uuid = ds.info.vmfs.uuid if protocol != "nfs" else None
+    for h in hosts:
+        if protocol == "nfs":
+            h.configManager.datastoreSystem.RemoveDatastore(datastore=ds)
+        else:
+            h.configManager.storageSystem.UnmountVmfsVolume(vmfsUuid=uuid)
+    return [h.name for h in hosts]
+
+
+def detach_everywhere(hosts: list[vim.HostSystem], naa: str) -> None:
+    """Detach device ``naa`` on each of ``hosts`` that has it attached."""
+    for h in hosts:
+        lun = scsi_lun(h, naa)
+        if lun is not None and lun.operationalState != ["off"]:
+            h.configManager.storageSystem.DetachScsiLun(lunUuid=lun.uuid)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 from urllib.parse import quote
 
 import requests
+from pyVim.connect import SmartConnect
 from pyVmomi import vim
 
 
@@ -107,16 +109,62 @@ def scsi_lun(host: vim.HostSystem, naa: str):
     )
 
 
-def read_datastore_file(lab: dict[str, Any], http: requests.Session, ds: str, path: str) -> str:
-    """Read a file from a datastore through the vCenter's /folder interface."""
+_LOGINS: dict[tuple[str, int], Any] = {}
+
+
+def session_cookie(si) -> str:
+    """Return the ``vmware_soap_session`` cookie of a pyVmomi connection (``name=value``)."""
+    stub = getattr(si._stub, "soapStub", si._stub)
+    return (stub.cookie or "").split(";", 1)[0]
+
+
+def _lab_login(lab: dict[str, Any]):
+    """A pyVmomi connection to the lab vCenter kept for file access (one per vCenter)."""
     vc = lab["vcenter"]
-    url = (
+    key = (vc["host"], vc["port"])
+    if key not in _LOGINS:
+        context = ssl.create_default_context(cafile=lab["ca_bundle"])
+        _LOGINS[key] = SmartConnect(
+            host=vc["host"],
+            port=vc["port"],
+            user=vc["user"],
+            pwd=vc["password"],
+            sslContext=context,
+        )
+    return _LOGINS[key]
+
+
+def datastore_file_url(lab: dict[str, Any], ds: str, path: str) -> str:
+    """Return the vCenter ``/folder`` URL of ``[ds] path``."""
+    vc = lab["vcenter"]
+    return (
         f"https://{vc['host']}:{vc['port']}/folder/{quote(path)}"
         f"?dcPath={quote(vc['datacenter'])}&dsName={quote(ds)}"
     )
-    r = http.get(url, timeout=30)
+
+
+def read_datastore_file(
+    lab: dict[str, Any], http: requests.Session, ds: str, path: str, si=None
+) -> str:
+    """Read a file from a datastore through the vCenter's /folder interface.
+
+    The request carries the session cookie of ``si`` (by default, of a login this helper
+    keeps): vCenter serves datastore files to logged-in sessions only.
+    """
+    cookie = session_cookie(si or _lab_login(lab))
+    r = http.get(datastore_file_url(lab, ds, path), headers={"Cookie": cookie}, timeout=30)
     r.raise_for_status()
     return r.text
+
+
+def write_datastore_file(
+    lab: dict[str, Any], http: requests.Session, ds: str, path: str, text: str, si=None
+) -> None:
+    """Write ``[ds] path`` through the vCenter's /folder interface (HTTP PUT)."""
+    cookie = session_cookie(si or _lab_login(lab))
+    url = datastore_file_url(lab, ds, path)
+    r = http.put(url, data=text.encode(), headers={"Cookie": cookie}, timeout=30)
+    r.raise_for_status()
 
 
 def attach_disk(vm: vim.VirtualMachine, path: str) -> vim.vm.device.VirtualDisk:

@@ -24,7 +24,15 @@ from starlette.responses import Response
 
 from lab.arrays.base import ArrayConfig, ArrayEmulator, Call
 from lab.arrays.ontap import hal
-from lab.arrays.ontap.common import MB, check_volume_name, iso, naa_of, new_serial, now_iso
+from lab.arrays.ontap.common import (
+    MB,
+    check_object_name,
+    check_volume_name,
+    iso,
+    naa_of,
+    new_serial,
+    now_iso,
+)
 from lab.arrays.ontap.hal import OntapError, get_in
 from lab.arrays.ontap.jobs import JobsMixin
 from lab.arrays.ontap.nas import RULE_DEFAULTS, NasMixin
@@ -248,8 +256,9 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
     def seed(self, spec: SeedSpec) -> None:
         """Create the spec's volumes: NFS → mounted FlexVol exported to the hosts' vmk IPs;
         iSCSI → FlexVol holding LUN ``lun0`` (VMFS header) mapped to an igroup of the hosts'
-        IQNs; each with its snapshots. FC volumes are refused (the lab uses ONTAP for NFS and
-        iSCSI only)."""
+        IQNs (named ``host_group``, or ``esx_cluster``); each with its snapshots. Seeded
+        volumes are production. FC volumes are refused (the lab uses ONTAP for NFS and iSCSI
+        only)."""
         hosts = {h.name: h for h in spec.hosts}
         for sv in spec.volumes:  # validate everything before creating anything
             if sv.protocol == "fc":
@@ -262,6 +271,8 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
             missing = [h for h in sv.present_to if h not in hosts]
             if missing:
                 raise ValueError(f"lab: volume {sv.name} is presented to unknown hosts {missing}")
+            if sv.host_group is not None:
+                check_object_name(sv.host_group, "initiator group")
         for sv in spec.volumes:
             vol_uuid = str(uuidlib.uuid4())
             vol: dict[str, Any] = {
@@ -275,12 +286,13 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
                 "policy_id": self.state["default_policy_id"],
                 "clone": None,
                 "content": f"vol-{vol_uuid}",
+                "production": True,
             }
             self.state["volumes"][vol_uuid] = vol
             if sv.protocol == "nfs":
                 self._seed_nfs(vol, sv, [hosts[h].vmk_ip for h in sv.present_to])
             else:
-                self._seed_iscsi(vol, sv, [hosts[h].iqn for h in sv.present_to])
+                self._seed_iscsi(vol, sv, [hosts[h].iqn for h in sv.present_to], sv.host_group)
 
     def _seed_nfs(self, vol: dict[str, Any], sv: Any, clients: list[str]) -> None:
         vol["junction"] = sv.junction or f"/{sv.name}"
@@ -307,7 +319,9 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
                 vol, snap.name, "", create_time=iso(snap.created), source=snap.content
             )
 
-    def _seed_iscsi(self, vol: dict[str, Any], sv: Any, iqns: list[str]) -> None:
+    def _seed_iscsi(
+        self, vol: dict[str, Any], sv: Any, iqns: list[str], group_name: str | None
+    ) -> None:
         lun_uuid = str(uuidlib.uuid4())
         lun = {
             "uuid": lun_uuid,
@@ -335,20 +349,24 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
             if header is not None:
                 write_header(lun_copy, header)
         if iqns:
-            group = self._seed_igroup(iqns)
+            group = self._seed_igroup(iqns, group_name)
             used = {m["lun_id"] for m in self.maps_of_igroup(group["uuid"])}
             number = next(n for n in range(4096) if n not in used)
             self.state["lun_maps"].append(
                 {"lun": lun_uuid, "igroup": group["uuid"], "lun_id": number}
             )
 
-    def _seed_igroup(self, iqns: list[str]) -> dict[str, Any]:
+    def _seed_igroup(self, iqns: list[str], group_name: str | None) -> dict[str, Any]:
         wanted = {i.lower() for i in iqns}
         for group in self.state["igroups"].values():
-            if {i["name"].lower() for i in group["initiators"]} == wanted:
+            if {i["name"].lower() for i in group["initiators"]} == wanted and (
+                group_name is None or group["name"] == group_name
+            ):
                 return group
-        name, n = SEED_IGROUP, 1
+        name, n = group_name or SEED_IGROUP, 1
         while self.igroup_named(name):
+            if group_name is not None:
+                raise ValueError(f"lab: igroup {group_name} already exists")
             n += 1
             name = f"{SEED_IGROUP}_{n}"
         group = {
@@ -409,6 +427,7 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
                     exports=exports,
                     iscsi_targets=iscsi if any(e.protocol == "iscsi" for e in exports) else [],
                     fc_targets=fc_targets if any(e.protocol == "fc" for e in exports) else [],
+                    production=vol.get("production", False),
                 )
             )
         servers = list(self.config.nfs_addresses)
@@ -423,6 +442,7 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
                     content_dir=str(self.volume_root(vol)),
                     size_mb=vol["size"] // MB,
                     rules=self.nfs_rules(vol),
+                    production=vol.get("production", False),
                 )
             )
         return fab
