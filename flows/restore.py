@@ -205,18 +205,24 @@ def restore_from_snapshot(
                 msg += "; kept on purpose: " + "; ".join(kept)
             log.error(msg)
             if failure is None:
+                failed = [o for o in run.outcomes() if o.error]
+                if failed:  # what went wrong first, then what it left
+                    msg = _vm_failures(failed) + "; " + msg
                 raise RestoreError(msg)
             raise RestoreError(f"{_one_line(failure)}; and {msg}") from failure
     failed = [o for o in run.outcomes() if o.error]
     if failed:
         kept = run.effects.kept()
         raise RestoreError(
-            "restore failed for "
-            + "; ".join(f"{o.vm}: {o.error}" for o in failed)
+            _vm_failures(failed)
             + (f"; kept: {'; '.join(kept)}" if kept else "")
             + " (everything else was cleaned up)"
         )
     return result
+
+
+def _vm_failures(failed: list) -> str:
+    return "restore failed for " + "; ".join(f"{o.vm}: {o.error}" for o in failed)
 
 
 def _one_line(exc: BaseException) -> str:

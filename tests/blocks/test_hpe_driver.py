@@ -373,6 +373,9 @@ def _fabric_initiators(raw: Raw, naa: str) -> set[tuple[str, str]]:
     [pytest.param("ds-iscsi-01", "iscsi", id="iscsi"), pytest.param("ds-fc-01", "fc", id="fc")],
 )
 def test_present_to_one_host_then_withdraw_in_order(array, lab, raw, si, vclab, ds_name, protocol):
+    """FC: one host object per ESXi host, so only the chosen host sees the copy. iSCSI: the
+    cluster shares one host object, which the copy must go through (an initiator is in one
+    host object only): every host sees it, present() says so, and all are cleaned."""
     host_cfg = lab["hosts"][1]
     who = identity(host_cfg)
     esx = host(si, host_cfg["name"])
@@ -395,10 +398,18 @@ def test_present_to_one_host_then_withdraw_in_order(array, lab, raw, si, vclab, 
         assert raw.calls().get("POST /api/v1/vluns", 0) == vluns_before + 1
         vluns = raw.vluns(copy.name)
         assert [(v["lun"], v["hostname"]) for v in vluns] == [(p.lun, vluns[0]["hostname"])]
-        # the array exports it to this host's initiators of this protocol only
-        assert _fabric_initiators(raw, copy.naa) == {
-            (i, protocol) for i in _initiators(who, protocol)
-        }
+        shared = protocol == "iscsi"  # ds-iscsi-01 is exported to one cluster-wide host object
+        mine = {(i, protocol) for i in _initiators(who, protocol)}
+        theirs = {(h["iqn"].lower(), protocol) for h in lab["hosts"] if h != host_cfg}
+        if shared:
+            # an initiator belongs to one host object: the copy goes through the shared one,
+            # so every host holding it sees the copy, and present() says so
+            assert p.access == lab["cases"]["shared_host_object"]
+            assert {(i, protocol) for i in p.shared_with} == theirs
+            assert _fabric_initiators(raw, copy.naa) == mine | theirs
+        else:  # this host's initiators of this protocol only
+            assert p.shared_with == []
+            assert _fabric_initiators(raw, copy.naa) == mine
         assert scsi_lun(esx, copy.naa) is None  # not before a rescan
         for h in [esx, *others]:
             rescan(h, protocol)
@@ -407,25 +418,34 @@ def test_present_to_one_host_then_withdraw_in_order(array, lab, raw, si, vclab, 
         vol = unresolved(esx, copy.naa)
         assert vol is not None and vol.vmfsLabel == ds_name
         for other in others:
-            assert scsi_lun(other, copy.naa) is None
-        # withdraw in the safe order: detach, unpresent, rescan
-        esx.configManager.storageSystem.DetachScsiLun(lunUuid=lun.uuid)
-        array.unpresent(copy, who, protocol)
+            assert (scsi_lun(other, copy.naa) is not None) is shared
+        # withdraw in the safe order: detach on every host that sees it, unpresent, rescan
+        seeing = [h for h in [esx, *others] if scsi_lun(h, copy.naa) is not None]
+        for h in seeing:
+            h.configManager.storageSystem.DetachScsiLun(lunUuid=scsi_lun(h, copy.naa).uuid)
+        if shared:
+            array.unpresent_all(copy)
+        else:
+            array.unpresent(copy, who, protocol)
         presented = False
         array.unpresent(copy, who, protocol)  # nothing left to withdraw: fine
+        array.unpresent_all(copy)  # nor here
         assert raw.vluns(copy.name) == []
         assert _fabric_initiators(raw, copy.naa) == set()
-        rescan(esx, protocol)
-        assert scsi_lun(esx, copy.naa) is None
+        for h in seeing:
+            rescan(h, protocol)
+            assert scsi_lun(h, copy.naa) is None
         # the seeded host object was not ours: it stays
         assert vluns[0]["hostname"] in raw.hosts()
     finally:
         if presented:
-            lun = scsi_lun(esx, copy.naa)
-            if lun is not None and lun.operationalState != ["off"]:
-                esx.configManager.storageSystem.DetachScsiLun(lunUuid=lun.uuid)
-            array.unpresent(copy, who, protocol)
-            rescan(esx, protocol)
+            for h in [esx, *others]:
+                lun = scsi_lun(h, copy.naa)
+                if lun is not None and lun.operationalState != ["off"]:
+                    h.configManager.storageSystem.DetachScsiLun(lunUuid=lun.uuid)
+            array.unpresent_all(copy)
+            for h in [esx, *others]:
+                rescan(h, protocol)
         array.delete_copy(copy)
     array.delete_copy(copy)
     assert raw.volume(copy.name) is None

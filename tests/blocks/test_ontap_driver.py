@@ -536,7 +536,7 @@ def test_delete_copy_unmaps_what_is_left_and_removes_our_empty_igroups(array, la
         assert raw.volume(copy.name) is None
     hosts = [g["name"] for g in raw.state()["hosts"]]
     assert "sr_leftover" not in hosts and igroup_name(target.name) not in hosts
-    assert "esx_cluster" in hosts  # the production igroup is never touched
+    assert "lab-cluster" in hosts  # the production igroup is never touched
 
 
 def test_present_refuses_protocols_the_svm_or_copy_cannot_serve(array, lab, si):

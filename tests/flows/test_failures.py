@@ -261,8 +261,9 @@ def test_a_cleanup_that_cannot_finish_fails_the_run_and_says_what_is_left(
     )
     array = next(a for a in load_arrays(["primera1"]))
     array.delete_copy(array.find_copy(left[0]))
-    host = vs.get_host(si, "esx-01")
-    vs.rescan(host, vs.adapters_for(host, "iscsi"))
+    for h in lab["hosts"]:  # the copy went through the cluster-wide host object: all saw it
+        host = vs.get_host(si, h["name"])
+        vs.rescan(host, vs.adapters_for(host, "iscsi"))
     final = world.snapshot()
     assert final["arrays"] == before["arrays"] and final["devices"] == before["devices"]
 

@@ -10,7 +10,7 @@ from lab.seed import disk_marker
 from tasks import vsphere as vs
 from tests.support.vcenter import find
 from tests.support.vsphere_steps import read_datastore_file
-from tests.support.world import discard_vm
+from tests.support.world import discard_vm, put_back_original
 
 
 @pytest.mark.parametrize("ds_name", ["ds-iscsi-02", "ds-nfs-01"])
@@ -70,10 +70,7 @@ def test_full_restore_can_replace_the_original_without_deleting_it(lab, lab_bloc
         )
     finally:
         discard_vm(si, vm)
-        # put the lab's original back
-        host = vs.get_host(si, "esx-02")
-        back = vs.register_vm(host, "ds-fc-01", f"{vm}/{vm}.vmx", vm, 60)
-        assert not vs.power_on(back, "moved", 60)  # its location did not change: no question
+        put_back_original(si, lab, vm)  # the lab's original, in its host, folder and pool
 
 
 def _replace_with_a_fault(lab, vclab, fault: dict, suffix: str) -> tuple[str, str]:

@@ -118,31 +118,36 @@ def leave_behind(
         ref = vt.register_vm.fn(
             vc, host, ds.name, f"{src}/{src}.vmx", f"{src}-sr-{run[:8]}", vm_tag
         )
+        vt.disconnect_nics.fn(vc, ref)  # as a restore does while the original runs
         vt.power_on_vm.fn(vc, ref, "copied")
         left.vm = ref.name
     return left
 
 
 def sweep_by_hand(si, left: Leftover) -> None:
-    """Remove a leftover in the safe order without the janitor (when a test failed)."""
-    esx = vs.get_host(si, left.host)
+    """Remove a leftover in the safe order without the janitor (when a test left it), on
+    every host that mounted or sees the copy (a shared host object exports it to all)."""
+    hosts = [vs.get_host(si, h) for h in vs.names(si, vim.HostSystem)]
     ds = find(si, vim.Datastore, left.datastore)
     if ds is not None:
         for v in list(ds.vm):
             vs.power_off(v, 60)
             vs.unregister(v)
-        if left.protocol == "nfs":
-            vs.remove_nas(esx, ds)
-        else:
-            vs.unmount_vmfs(esx, ds.info.vmfs.uuid)
+        for esx in hosts:
+            if left.protocol == "nfs":
+                vs.remove_nas(esx, ds)
+            else:
+                vs.unmount_vmfs(esx, ds.info.vmfs.uuid)
     if left.copy.naa:
-        vs.detach_lun(esx, left.copy.naa)
+        for esx in hosts:
+            vs.detach_lun(esx, left.copy.naa)
     array = load_arrays([left.array])[0]
     found = array.find_copy(left.copy.name)
     if found is not None:
         array.delete_copy(found)
     if left.protocol != "nfs":
-        vs.rescan(esx, vs.adapters_for(esx, left.protocol))
+        for esx in hosts:
+            vs.rescan(esx, vs.adapters_for(esx, left.protocol))
 
 
 @pytest.fixture
@@ -261,12 +266,14 @@ def test_a_dry_run_changes_nothing_and_lists_what_it_would_do(
 
     assert world.snapshot() == before  # no change, no mutating call, no storage event
     planned = rows_of(result, left.run)
+    every = len(lab["hosts"])  # the shared host object: every host has the copy mounted
+    rescan = "rescan the iscsi adapters so the device goes away"
     assert planned == [
         (left.vm, "VM", "power off and unregister", PLANNED),
-        (left.datastore, "datastore", "unmount VMFS volume", PLANNED),
-        (left.copy.naa, "device", "detach", PLANNED),
+        *[(left.datastore, "datastore", "unmount VMFS volume", PLANNED)] * every,
+        *[(left.copy.naa, "device", "detach", PLANNED)] * every,
         (left.copy.name, "copy", "withdraw from every host", PLANNED),
-        (left.copy.naa, "device", "rescan the iscsi adapters so the device goes away", PLANNED),
+        *[(left.copy.naa, "device", rescan, PLANNED)] * every,
         (left.copy.name, "copy", "delete", PLANNED),
     ]
     assert result["runs"][left.run]["state"] == "unknown"
@@ -310,12 +317,16 @@ def test_a_crashed_runs_objects_are_removed_in_the_safe_order_and_decoys_stay(
     assert [m for m in mine if m in SAFE_ORDER] == SAFE_ORDER, mine
     assert not {"RemoveDatastore", "DestroyDatastore"} & set(mine)
 
+    # ds-iscsi-01's copy went through primera1's cluster-wide host object, and vCenter
+    # mounted the resignatured volume on every host: each is cleaned, in the same order
+    every = len(lab["hosts"])
+    rescan = "rescan the iscsi adapters so the device goes away"
     assert rows_of(result, iscsi.run) == [
         (iscsi.vm, "VM", "power off and unregister", "done"),
-        (iscsi.datastore, "datastore", "unmount VMFS volume", "done"),
-        (iscsi.copy.naa, "device", "detach", "done"),
+        *[(iscsi.datastore, "datastore", "unmount VMFS volume", "done")] * every,
+        *[(iscsi.copy.naa, "device", "detach", "done")] * every,
         (iscsi.copy.name, "copy", "withdraw from every host", "done"),
-        (iscsi.copy.naa, "device", "rescan the iscsi adapters so the device goes away", "done"),
+        *[(iscsi.copy.naa, "device", rescan, "done")] * every,
         (iscsi.copy.name, "copy", "delete", "done"),
         (
             "db-01",
@@ -408,7 +419,7 @@ def test_a_failed_step_stops_that_copys_cleanup_and_fails_the_run(
     lab, lab_blocks, si, world, vclab, leftovers
 ):
     start = world.snapshot()
-    left = leave_behind(si, lab, "ds-iscsi-01")
+    left = leave_behind(si, lab, "ds-fc-01")
     leftovers.append(left)
     vclab.post("/faults", {"operation": "UnmountVmfsVolume", "error": "HostConfigFault"})
 
@@ -437,7 +448,7 @@ def test_a_failed_step_stops_that_copys_cleanup_and_fails_the_run(
         ),
         ("detach", later),
         ("withdraw from every host", later),
-        ("rescan the iscsi adapters so the device goes away", later),
+        ("rescan the fc adapters so the device goes away", later),
         ("delete", later),
     ]
 
@@ -448,7 +459,7 @@ def test_a_failed_step_stops_that_copys_cleanup_and_fails_the_run(
         ("unmount VMFS volume", "done"),
         ("detach", "done"),
         ("withdraw from every host", "done"),
-        ("rescan the iscsi adapters so the device goes away", "done"),
+        ("rescan the fc adapters so the device goes away", "done"),
         ("delete", "done"),
     ]
 
@@ -456,7 +467,7 @@ def test_a_failed_step_stops_that_copys_cleanup_and_fails_the_run(
 def test_a_datastore_whose_copy_is_gone_is_removed_too(lab, lab_blocks, si, world, leftovers):
     """A teardown that deleted the copy first left the datastore in All-Paths-Down."""
     start = world.snapshot()
-    left = leave_behind(si, lab, "ds-iscsi-01")
+    left = leave_behind(si, lab, "ds-fc-01")
     leftovers.append(left)
     array = load_arrays(["primera1"])[0]
     array.delete_copy(array.find_copy(left.copy.name))  # the wrong order, on purpose
@@ -471,7 +482,7 @@ def test_a_datastore_whose_copy_is_gone_is_removed_too(lab, lab_blocks, si, worl
         (left.vm, "power off and unregister", "done"),
         (left.datastore, "unmount VMFS volume", "done"),
         (left.copy.naa, "detach", "done"),
-        (left.copy.naa, "rescan the iscsi adapters so the device goes away", "done"),
+        (left.copy.naa, "rescan the fc adapters so the device goes away", "done"),
     ]
 
 

@@ -85,3 +85,16 @@ def discard_vm(si, name: str, delete_folder: bool = True) -> None:
             ),
             60,
         )
+
+
+def put_back_original(si, lab: dict[str, Any], name: str) -> vim.VirtualMachine:
+    """Register the lab's production VM ``name`` again where lab.json says it lives (its
+    host, folder and pool) and power it on; it must not ask "moved or copied"."""
+    cfg = next(v for v in lab["vms"] if v["name"] == name and v.get("case") is None)
+    folder = find(si, vim.Folder, cfg["folder"])
+    pool = find(si, vim.ResourcePool, cfg["pool"])
+    vm = vs.register_vm(
+        vs.get_host(si, cfg["host"]), cfg["datastore"], cfg["vmx"], name, 60, folder, pool
+    )
+    assert not vs.power_on(vm, "moved", 60)  # back where it was: no question
+    return vm
