@@ -537,12 +537,18 @@ class HpePrimeraArray(StorageArray):
         return best
 
     def _create_host(
-        self, host: HostIdentity, protocol: Protocol, initiators: set[str], run: str
+        self,
+        host: HostIdentity,
+        protocol: Protocol,
+        initiators: set[str],
+        run: str,
+        server: str = "",
     ) -> dict[str, Any]:
-        """Create (or complete) the tagged host object ``sr-<host>`` with ``initiators``."""
+        """Create (or complete) the tagged host object ``sr-<host>`` with ``initiators``
+        (its tag names the run and the Prefect server that owns it)."""
         name = self._host_name(host)
         paths = self._path_body(protocol, initiators)
-        tag = CopyTag(run=run, source=f"host:{host.name}")
+        tag = CopyTag(run=run, source=f"host:{host.name}", server=server)
         body = {
             "name": name,
             "persona": PERSONA_VMWARE,
@@ -672,12 +678,13 @@ class HpePrimeraArray(StorageArray):
         """
         initiators = self._check_protocol(protocol, host)
         run = copy.tag.run if copy.tag is not None else copy.name
+        server = copy.tag.server if copy.tag is not None else ""
         lun = -1
         target: dict[str, Any] = {}
         with resource_lock(self.url, "host", host.name):
             for attempt in (1, 2):
                 target = self._find_host(initiators, protocol) or self._create_host(
-                    host, protocol, initiators, run
+                    host, protocol, initiators, run, server
                 )
                 try:
                     lun = self._export(copy.name, target["name"])
@@ -727,19 +734,21 @@ class HpePrimeraArray(StorageArray):
 
     def unpresent_all(self, copy: SnapshotCopy) -> None:
         """Remove every VLUN of ``copy`` (to any host object or host set), then the host
-        objects snaprestore made that are left without VLUNs; a copy that is gone is fine.
+        objects snaprestore made (for these VLUNs, or tagged with the copy's run) that are
+        left without VLUNs; a copy that is gone is fine.
 
         ``GET /vluns``, ``DELETE /vluns/…``, ``GET /hosts`` and ``DELETE /hosts/<name>``.
         Withdrawing a VLUN a host still uses causes All-Paths-Down there: call this after
         every host unmounted and detached the copy.
         """
         vluns = self._vluns(copy.name)
-        if not vluns:
-            return
         self._unexport(vluns)
         hostnames = {vl["hostname"] for vl in vluns}
+        run = copy.tag.run if copy.tag is not None else None
         for h in self._api().members("/hosts"):
-            if h.get("name") in hostnames:
+            tag = CopyTag.decode((h.get("descriptors") or {}).get("comment"))
+            # also those of this run a call that failed half-way left empty (a retry)
+            if h.get("name") in hostnames or (tag is not None and run and tag.run == run):
                 with resource_lock(self.url, "host", _host_key(h)):
                     self._remove_host_if_unused(h)
 

@@ -143,11 +143,17 @@ class SnapshotCopy(_Model):
     array: str
     id: str
     name: str
-    naa: str | None = None  # block copies
+    naa: str | None = None  # block copies: the device behind the datastore
+    naas: list[str] = Field(default_factory=list)  # every device the copy holds, if several
     nfs_path: str | None = None  # NFS copies, once exported
     source_volume: str = ""
     source_snapshot: str = ""
     tag: CopyTag | None = None
+
+    def devices(self) -> set[str]:
+        """Every device name (lower-case naa) of the copy: a host that has any of them sees
+        the copy."""
+        return {n.lower() for n in [self.naa, *self.naas] if n}
 
 
 class HostIdentity(_Model):

@@ -64,6 +64,7 @@ from blocks.models import (
 NAA_PREFIX = "naa.600a0980"  # NetApp's NAA registered-extended prefix (IEEE OUI 00a098)
 ISCSI_PORT = 3260  # ONTAP does not let the iSCSI port be changed
 COPY_PREFIX = "sr_"
+IGROUP_COMMENT_MAX = 254
 VOLUME_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,202}$")
 
 # ONTAP error codes: the common ones (1 duplicate, 4 not found) and the SAN "does not exist"
@@ -598,18 +599,27 @@ class NetAppOntapArray(StorageArray):
         LUN (or, for a volume holding several, the first by name) is taken.
         """
         luns = sorted(self._luns(**{"location.volume.uuid": vol_uuid}), key=lambda u: u["name"])
+        return self._pick_lun(luns, vol_name, inner)
+
+    @staticmethod
+    def _pick_lun(
+        luns: list[dict[str, Any]], vol_name: str, inner: str | None
+    ) -> dict[str, Any] | None:
         if inner is not None:
             wanted = f"/vol/{vol_name}/{inner}"
             luns = [lun for lun in luns if lun["name"] == wanted] or luns
         return luns[0] if luns else None
 
     def _snapshot_copy(self, vol: dict[str, Any], inner: str | None = None) -> SnapshotCopy:
-        lun = self._clone_lun(vol["uuid"], vol["name"], inner)
+        luns = sorted(self._luns(**{"location.volume.uuid": vol["uuid"]}), key=lambda u: u["name"])
+        lun = self._pick_lun(luns, vol["name"], inner)
         return SnapshotCopy(
             array=self.name,
             id=vol["uuid"],
             name=vol["name"],
             naa=naa_of(lun["serial_number"]) if lun else None,
+            # a volume may hold several LUNs: the janitor finds every host that sees any
+            naas=[naa_of(u["serial_number"]) for u in luns if u.get("serial_number")],
             nfs_path=_get(vol, "nas.path") or None,
             source_volume=_get(vol, "clone.parent_volume.name", ""),
             source_snapshot=_get(vol, "clone.parent_snapshot.name", ""),
@@ -860,7 +870,10 @@ class NetAppOntapArray(StorageArray):
         if group is not None:
             return group
         name = igroup_name(host.name)
-        mark = CopyTag(run=tag.run if tag else "untagged")  # no source: comments are short
+        # no source: igroup comments are short (254 characters); the server when it fits
+        mark = CopyTag(run=tag.run if tag else "untagged", server=tag.server if tag else "")
+        if len(mark.encode()) > IGROUP_COMMENT_MAX:
+            mark = mark.model_copy(update={"server": ""})
         body = {
             "svm": {"name": self._svm()},
             "name": name,

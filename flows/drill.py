@@ -231,7 +231,7 @@ def restore_drill(
     """
     log = get_run_logger()
     restore_id = current_run_id()
-    vc, array_blocks = load_blocks(vcenter, arrays)
+    vc, array_blocks, unusable = load_blocks(vcenter, arrays)
     checks = DrillChecks(
         deadline_s=deadline_s,
         require_ip=require_ip,
@@ -252,7 +252,7 @@ def restore_drill(
         finish=Finish.stop,
         name_suffix=f"-drill-{restore_id[:6]}",
     )
-    plan: RestorePlan = plan_restore(vc, array_blocks, request, restore_id)
+    plan: RestorePlan = plan_restore(vc, array_blocks, request, restore_id, unusable)
     run = Restore(plan, vc, {a.name: a for a in array_blocks}, time.time())
     results: list[DrillResult] = []
     leftovers: list[str] = []

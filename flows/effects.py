@@ -16,13 +16,12 @@ class Kind(StrEnum):
     """The kinds of side effect a restore, drill or catalog run has."""
 
     copy = "copy"  # key: (array, copy name)
-    presentation = "presentation"  # key: (array, copy name, host or "*")
+    presentation = "presentation"  # key: (array, copy name): to every host it reaches
     static_targets = "static targets"  # key: (host,)
     device = "device"  # key: (host, naa)
     datastore = "datastore"  # key: (host, datastore moref)
     vm = "vm"  # key: (VM moref,)
     vm_moved = "vm moved"  # key: (VM moref,)
-    vmx_edited = "vmx edited"  # key: (datastore moref, path)
     files = "files"  # key: (datastore, folder)
     original = "original"  # key: (VM moref,)
 

@@ -243,11 +243,17 @@ class Janitor:
         assert vm.tag is not None
         unit = Unit(what=f"VM {vm.name}", tag=vm.tag, objects=[(vm.name, "VM", vm.host or "")])
         if not vm.stranded:
-            why = (
-                "it is marked kept"
-                if vm.tag.kept
-                else f"it lives on datastore {vm.vmx_datastore}, which is no snaprestore copy"
-            )
+            if vm.tag.kept:
+                why = "it is marked kept"
+            elif vm.vmx_datastore is None:
+                why = "its configuration cannot be read, so where it lives is unknown"
+            elif not vm.tag.datastore:
+                why = (
+                    f"it lives on datastore {vm.vmx_datastore} and its tag (of an older "
+                    "version) does not say which copy it was registered from"
+                )
+            else:
+                why = f"it lives on datastore {vm.vmx_datastore}, which is no snaprestore copy"
             unit.blocked = f"{why} (restored and kept, or migrated): it is never touched"
             return unit
         unit.steps.append(
@@ -429,7 +435,8 @@ def janitor(
     log = get_run_logger()
     now = datetime.now(UTC)
     vc = VCenterCredentials.load(vcenter)
-    array_blocks = load_arrays(arrays)
+    unusable: dict[str, str] = {}
+    array_blocks = load_arrays(arrays, unusable)
     warn_insecure(vc, array_blocks)
     j = Janitor(
         vc,
@@ -443,6 +450,9 @@ def janitor(
         not_asked=[] if arrays is None else sorted(set(saved_array_names()) - set(arrays)),
     )
 
+    for name, why in unusable.items():  # its copies cannot be listed: like a failing array
+        j.unlisted.append(name)
+        j.fail(name, "array", name, "load the array block", ValueError(why))
     copies, nfs = j.list_copies()
     outcomes: list[tuple[str, str]] = []
     try:
@@ -457,12 +467,14 @@ def janitor(
     except Exception as exc:
         j.fail(vcenter, "vCenter/Prefect", vc.host, "find tagged objects and their runs", exc)
     else:
+        # tagged datastores of no listed copy first: one a copy unit failed to recognise
+        # as its own is then unmounted before that copy is withdrawn, never after
         units = [
-            j.copy_unit(array, copy, survey.footprints[sweep.footprint_key(copy)])
-            for array, copy in copies
+            j.datastore_unit(ds, survey.devices.get(ds.naa or "", [])) for ds in survey.datastores
         ]
         units += [
-            j.datastore_unit(ds, survey.devices.get(ds.naa or "", [])) for ds in survey.datastores
+            j.copy_unit(array, copy, survey.footprints[sweep.footprint_key(copy)])
+            for array, copy in copies
         ]
         units += [j.vm_unit(vm) for vm in survey.vms]
         outcomes = [(u.what, j.carry_out(u)) for u in units]

@@ -123,6 +123,7 @@ class VmPlan(BaseModel):
     disks: list[DiskPlan] = Field(default_factory=list)
     nics: list[NicPlan] = Field(default_factory=list)
     network: Literal["keep", "disconnect", "map"] = "keep"
+    network_auto: bool = False  # network=auto decided it (the original runs)
     target_datastore: str | None = None  # full restore / migration / files target
     target_folder: str | None = None  # VM files restore
 
@@ -359,6 +360,7 @@ class Planner:
         request: RestoreRequest,
         restore_id: str,
         reads: ArrayReads = DIRECT,
+        unreachable: dict[str, str] | None = None,
     ):
         self.si = si
         self.reads = reads
@@ -370,13 +372,15 @@ class Planner:
             request.name_suffix if request.name_suffix is not None else f"-sr-{restore_id[:6]}"
         )
         self._infos: dict[str, ArrayInfo] = {}
-        self.unreachable: dict[str, str] = {}  # array -> why it could not be reached
+        # array -> why it cannot be used (down, or its block unusable)
+        self.unreachable: dict[str, str] = dict(unreachable or {})
         self._names: dict[type, dict[str, list[Any]]] = {}
         self._hosts: dict[str, HostReads] = {}
         self._paths: dict[str, str] | None = None  # moref -> inventory path
         self._folders: dict[str, dict[str, Any]] | None = None
         self._vm_props: dict[str, dict[str, Any]] = {}
         self._snapshots: dict[str, list[ArraySnapshot]] = {}
+        self._portgroups: dict[str, str] | None = None
 
     def host(self, host: vim.HostSystem) -> HostReads:
         """Return ``host`` with its name, runtime and config read once for the whole plan."""
@@ -530,6 +534,12 @@ class Planner:
         props = ["config.hardware.device", "runtime.powerState", "resourcePool", "parent"]
         for moid, values in vs.read_objects(self.si, vms, props).items():
             self._vm_props.setdefault(moid, {}).update(values)
+
+    def portgroups(self) -> dict[str, str]:
+        """Distributed port group key -> name, read once (only when a NIC is on one)."""
+        if self._portgroups is None:
+            self._portgroups = vs.portgroup_names(self.si)
+        return self._portgroups
 
     def vm_props(self, vm: vim.VirtualMachine) -> dict[str, Any]:
         """What :meth:`read_vms` read of ``vm``."""
@@ -874,6 +884,7 @@ class Planner:
         mode = req.network
         if mode == NetworkMode.auto:
             mode = NetworkMode.disconnected if v.original_running else NetworkMode.keep
+            v.network_auto = True
         v.network = {
             NetworkMode.keep: "keep",
             NetworkMode.disconnected: "disconnect",
@@ -882,7 +893,8 @@ class Planner:
         for dev in props.get("config.hardware.device") or []:
             if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
                 continue
-            network = nic_network(dev)
+            on_dvs = getattr(getattr(dev.backing, "port", None), "portgroupKey", None)
+            network = vs.nic_network_name(dev, self.portgroups() if on_dvs else {})
             label = dev.deviceInfo.label if dev.deviceInfo else f"NIC {dev.key}"
             if v.network == "map":
                 target = req.network_map.get(network)
@@ -1069,17 +1081,6 @@ def volume_path(ds: Any) -> str | None:
     return None
 
 
-def nic_network(dev: Any) -> str:
-    """Return the name of the network (port group) a NIC is connected to."""
-    backing = dev.backing
-    if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
-        return backing.deviceName or ""
-    port = getattr(backing, "port", None)
-    if port is not None and getattr(port, "portgroupKey", None):
-        return str(port.portgroupKey)
-    return getattr(backing, "deviceName", "") or ""
-
-
 def disk_plan(dev: Any) -> DiskPlan:
     """Return a VM disk as the planner first sees it (kept, on the datastore of its file)."""
     backing = dev.backing
@@ -1159,6 +1160,9 @@ def make_plan(
     request: RestoreRequest,
     restore_id: str,
     reads: ArrayReads = DIRECT,
+    unreachable: dict[str, str] | None = None,
 ) -> RestorePlan:
-    """Validate ``request`` against vCenter and the arrays; return the plan or raise PlanError."""
-    return Planner(si, arrays, request, restore_id, reads).build()
+    """Validate ``request`` against vCenter and the arrays; return the plan or raise PlanError.
+
+    ``unreachable``: arrays known not to be usable (named in a problem only when needed)."""
+    return Planner(si, arrays, request, restore_id, reads, unreachable).build()

@@ -37,7 +37,7 @@ from flows.plan import (
     make_plan,
     migration_target_problem,
 )
-from flows.run import Restore, RestoreError
+from flows.run import MIGRATION_FAILED, Restore, RestoreError
 from tasks import vsphere as vs
 from tasks.retry import step
 
@@ -61,9 +61,11 @@ def plan_restore(
     arrays: list[StorageArray],
     request: RestoreRequest,
     restore_id: str,
+    unusable: dict[str, str] | None = None,
 ) -> RestorePlan:
-    """Resolve and validate the whole request; nothing is created anywhere."""
-    return make_plan(vcenter.connect(), arrays, request, restore_id, AS_TASKS)
+    """Resolve and validate the whole request; nothing is created anywhere. ``unusable``:
+    saved arrays that cannot be used (a problem only if the restore needs one of them)."""
+    return make_plan(vcenter.connect(), arrays, request, restore_id, AS_TASKS, unusable)
 
 
 def warn_insecure(vcenter: VCenterCredentials, arrays: list[StorageArray]) -> None:
@@ -80,15 +82,19 @@ def warn_insecure(vcenter: VCenterCredentials, arrays: list[StorageArray]) -> No
         )
 
 
-def load_blocks(vcenter: str, arrays: list[str] | None) -> tuple[VCenterCredentials, list]:
-    """Load the vCenter and array blocks a run uses, saying which are not saved."""
+def load_blocks(
+    vcenter: str, arrays: list[str] | None
+) -> tuple[VCenterCredentials, list[StorageArray], dict[str, str]]:
+    """Load the vCenter and array blocks a run uses, saying which are not saved; return
+    them and the saved array blocks that cannot be used (left out, with why)."""
     try:
         vc = VCenterCredentials.load(vcenter)
     except ValueError as exc:
         raise PlanError([f"vCenter block '{vcenter}' not found: {brief(exc)}"]) from exc
-    array_blocks = load_arrays(arrays)
+    unusable: dict[str, str] = {}
+    array_blocks = load_arrays(arrays, unusable)
     warn_insecure(vc, array_blocks)
-    return vc, array_blocks
+    return vc, array_blocks, unusable
 
 
 def build_request(
@@ -175,8 +181,8 @@ def restore_from_snapshot(
     started_at = time.time()
     restore_id = current_run_id()
     request = build_request(vms, snapshot, operation, source, placement, network, finish, files)
-    vc, array_blocks = load_blocks(vcenter, arrays)
-    plan = plan_restore(vc, array_blocks, request, restore_id)
+    vc, array_blocks, unusable = load_blocks(vcenter, arrays)
+    plan = plan_restore(vc, array_blocks, request, restore_id, unusable)
     create_markdown_artifact(key="restore-plan", markdown=plan.summary())
     for name, why in plan.unreachable.items():
         log.warning("array %s cannot be reached (%s); this restore does not need it", name, why)
@@ -239,7 +245,7 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
         return "stop"
     if finish == Finish.migrate:
         run.migrate()
-        failed = [o for o in run.outcomes() if o.moref and o.state == "failed" and o.error]
+        failed = [o for o in run.outcomes() if o.state == MIGRATION_FAILED]
         if failed:
             # the user asked to keep them: leave them running from the copy, and say so
             run.keep_running("its automatic migration failed")
@@ -290,7 +296,7 @@ def _finish(run: Restore, finish: Finish, restore_id: str) -> str:
             log.error("cannot migrate: %s; pausing again for a decision", problem)
             continue
         run.migrate(target)
-        failed = [o for o in running if o.state == "failed"]
+        failed = [o for o in running if o.state == MIGRATION_FAILED]
         if not failed:
             return _after("migrate", failed_migrations)
         # they still run from the copy: ask again rather than tear them down

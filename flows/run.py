@@ -22,7 +22,7 @@ from blocks.models import CopyTag, Presentation, SnapshotCopy
 from blocks.vcenter import VCenterCredentials
 from flows import teardown
 from flows.effects import Effects, Kind
-from flows.identity import current_attempt, current_run_id, server_id
+from flows.identity import current_attempt, server_id
 from flows.params import Operation, OtherDisks, Verify
 from flows.plan import GroupPlan, RestorePlan, RestoreRequest, VmPlan, aside_name
 from tasks import array_tasks as at
@@ -34,7 +34,9 @@ from tasks.vmx_edit import volume_id
 from tasks.vsphere import TaskStillRunning, VSphereError
 from tasks.vsphere_tasks import DatastoreRef, VmRef, VmxRules
 
-__all__ = ["Restore", "RestoreError", "VmOutcome", "current_run_id", "restore_vm"]
+__all__ = ["MIGRATION_FAILED", "Restore", "RestoreError", "VmOutcome", "restore_vm"]
+
+MIGRATION_FAILED = "migration failed (running from the copy)"
 
 
 class VmOutcome(BaseModel):
@@ -66,6 +68,16 @@ class VmRestoreFailed(Exception):
 
 class RestoreError(Exception):
     """The restore did not fully succeed; the message says what failed and what is left."""
+
+
+class KeepsRunning(Exception):
+    """A vSphere task on a restored VM outlived its wait (it goes on in vCenter): the VM is
+    kept, and the copy it still uses must stay; the message says what to do."""
+
+
+def still_running(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) is a vSphere task that outlived its wait."""
+    return isinstance(exc, TaskStillRunning) or isinstance(exc.__cause__, TaskStillRunning)
 
 
 @dataclass
@@ -108,7 +120,10 @@ def vmx_rules(
         own=sorted(own),
         redirects=redirects,
         drop=sorted(drop),
-        drop_unplanned=lenient and vm.original is None,
+        # a disk the plan could not know (the snapshot's config differs from today's, or the
+        # VM is gone from the inventory): dropped when the user does without other disks
+        drop_unplanned=request.other_disks == OtherDisks.detach
+        or (lenient and vm.original is None),
         drop_rdms=lenient,
     )
 
@@ -149,6 +164,9 @@ def restore_vm(
             out.tools, out.ip = seen["tools"], seen["ip"]
         if running is not None and request.operation == Operation.instant_recovery:
             out.state = "verified" if request.verify == Verify.tools else "powered on"
+    except KeepsRunning as exc:  # kept: its state says what vCenter still does
+        out.error = str(exc)
+        raise VmRestoreFailed(out.error, out) from exc
     except Exception as exc:
         out.state, out.error = "failed", brief(exc)
         raise VmRestoreFailed(out.error, out) from exc
@@ -192,12 +210,27 @@ def restore_steps(
     answer = "copied"
     if request.operation == Operation.full_restore:
         target = vm.target_datastore or vm.datastore
-        vt.relocate_vm(vcenter, ref, target, disk_moves(vm, copies, plan))
+        try:
+            vt.relocate_vm(vcenter, ref, target, disk_moves(vm, copies, plan))
+        except Exception as exc:
+            if not still_running(exc):
+                raise
+            out.kept, out.state = True, "moving to production (still running in vCenter)"
+            vt.mark_kept(vcenter, ref, vm_tag)
+            raise KeepsRunning(
+                f"the move of {ref.name} to {target} outlived the wait and goes on in "
+                f"vCenter; the VM is kept. Once it is on {target}, run the janitor for "
+                f"restore {tag.run} to remove the copy"
+            ) from exc
         vt.mark_kept(vcenter, ref, vm_tag)
         out.datastore, out.kept, out.state = target, True, "restored"
         if request.replace_original and vm.original:
             ref = _replace_original(vcenter, vm, ref, out)
             answer = "moved"
+            if vm.network == "disconnect" and vm.network_auto:
+                # it takes the original's place, which no longer runs: connected as it was
+                vt.connect_nics(vcenter, ref)
+                out.notes.append("NICs connected again: the original it replaces is off")
     if request.power_on:
         vt.power_on_vm(vcenter, ref, answer)
         out.seconds_to_power_on = round(time.time() - started_at, 2)
@@ -361,7 +394,9 @@ class Restore:
                 vt.rescan_adapters(self.vc, g.host, g.protocol)
                 vt.find_copy_device(self.vc, g.host, copy.naa or "")
                 self.effects.add(
-                    Kind.device, (g.host, copy.naa or ""), f"device {copy.naa} on {g.host}"
+                    Kind.device,
+                    (g.host, (copy.naa or "").lower()),
+                    f"device {copy.naa} on {g.host}",
                 )
                 gr.datastore = vt.resignature_copy(
                     self.vc, g.host, copy.naa or "", g.mount_name, tag
@@ -393,6 +428,8 @@ class Restore:
                     vm=vm.key, host=gr.plan.host, state="failed", error=brief(exc)
                 )
             gr.outcomes[vm.key] = out
+            if out.kept and out.state.endswith("(still running in vCenter)"):
+                gr.busy = f"VM {out.restored_as} is still being moved off it"
             if out.restored_as and out.moref:
                 self.effects.add(Kind.vm, (out.moref,), f"VM {out.restored_as}", kept=out.kept)
             if out.original and vm.original:
@@ -426,7 +463,7 @@ class Restore:
             for vm in gr.plan.vms:
                 out = gr.outcomes.get(vm.key)
                 if out is None or out.moref is None or out.state in ("failed", "migrated"):
-                    continue
+                    continue  # (a failed migration is asked again with its own state)
                 ds = target or vm.target_datastore or vm.datastore
                 ref = VmRef(name=out.restored_as or vm.new_name, moref=out.moref)
                 f = vt.relocate_vm.submit(self.vc, ref, ds, disk_moves(vm, copies, self.plan))
@@ -446,8 +483,9 @@ class Restore:
                         f"vCenter; the VM runs and is kept. Once it is on {ds}, run the janitor "
                         f"for restore {self.plan.restore_id} to remove the copy"
                     )
-                else:
-                    out.state, out.error = "failed", f"migration to {ds} failed: {brief(exc)}"
+                else:  # it still runs from the copy
+                    out.state = MIGRATION_FAILED
+                    out.error = f"migration to {ds} failed: {brief(exc)}"
                 continue
             self._keep(ref, vm_tag, out)
             out.state, out.datastore = "migrated", ds
@@ -463,11 +501,11 @@ class Restore:
         self.effects.keep(Kind.vm, (ref.moref,))
 
     def keep_running(self, reason: str) -> None:
-        """Keep the VMs that still run from a copy (an automatic migration failed): they are
-        marked kept and their copies stay, for the user to migrate and then sweep."""
+        """Keep the VMs whose migration failed (they still run from a copy): they are marked
+        kept and their copies stay, for the user to migrate and then sweep."""
         for gr in self.groups:
             for out in gr.outcomes.values():
-                if out.moref and out.state == "failed" and out.restored_as:
+                if out.moref and out.state == MIGRATION_FAILED and out.restored_as:
                     ref = VmRef(name=out.restored_as, moref=out.moref)
                     self._keep(ref, self.tag.model_copy(update={"datastore": out.datastore}), out)
                     gr.busy = f"VM {out.restored_as} runs from it ({reason})"
@@ -515,11 +553,12 @@ class Restore:
     def _teardown(self, gr: GroupRun) -> list[str]:
         g, copy = gr.plan, gr.copy
         assert copy is not None
-        if gr.busy:
-            return [
+        if gr.busy:  # the copy stays for a kept VM; the run's other VMs on it go
+            stays = (
                 f"copy {copy.name} on {g.array}, mounted on {g.host} ({gr.busy}; once that "
                 f"is done, run the janitor for restore {self.plan.restore_id})"
-            ]
+            )
+            return [*self._discard_unkept(gr), stays]
         footprint = self._survey(gr) if gr.presented else sweep.Footprint()
         if footprint is None:
             return [
@@ -527,6 +566,8 @@ class Restore:
                 "be read to find every host that sees it: run the janitor for restore "
                 f"{self.plan.restore_id} once vCenter answers)"
             ]
+        kept = {e.key[0] for e in self.effects.items if e.kind == Kind.vm and e.kept}
+        own_vmx = {f"[{gr.datastore.name}] {v.vmx}" for v in g.vms if gr.datastore is not None}
         unit = teardown.copy_unit(
             self.vc,
             gr.array,
@@ -534,6 +575,8 @@ class Restore:
             footprint,
             own_run=self.plan.restore_id,
             also_rescan=[(g.host, g.protocol)] if gr.rescanned else [],
+            kept=kept,
+            own_vmx=own_vmx,
         )
         if unit.blocked:
             self.log.error("cannot clean up %s: %s", copy.name, unit.blocked)
@@ -552,6 +595,26 @@ class Restore:
                 left.append(f"{_label(s)} ({r.detail})")
             elif r.outcome == "not done":
                 left.append(_label(s))
+        return left
+
+    def _discard_unkept(self, gr: GroupRun) -> list[str]:
+        """Power off and unregister this run's VMs on a copy that must stay (a kept VM
+        still runs from it), except the kept ones; return what could not be done."""
+        footprint = self._survey(gr)
+        if footprint is None:
+            return ["this run's other VMs on it (vCenter could not be read)"]
+        kept = {e.key[0] for e in self.effects.items if e.kind == Kind.vm and e.kept}
+        left = []
+        for ds in footprint.datastores:
+            for vm in ds.vms:
+                ours = vm.tag is not None and vm.tag.run == self.plan.restore_id
+                if not ours or vm.tag.kept or vm.moref in kept:  # type: ignore[union-attr]
+                    continue
+                try:
+                    teardown.discard_vm(self.vc, vm)
+                    self.effects.undone(Kind.vm, (vm.moref,), f"VM {vm.name}")
+                except Exception as exc:
+                    left.append(f"VM {vm.name} on {vm.host} ({brief(exc)})")
         return left
 
     def _copy_name(self, gr: GroupRun) -> str:

@@ -91,6 +91,8 @@ def copy_unit(
     *,
     own_run: str | None = None,
     also_rescan: Iterable[tuple[str, str]] = (),
+    kept: set[str] | frozenset[str] = frozenset(),
+    own_vmx: set[str] | frozenset[str] = frozenset(),
 ) -> Unit:
     """Return the steps that remove ``copy`` and everything made from it, in the safe order.
 
@@ -98,6 +100,9 @@ def copy_unit(
     another run's tag (or none) blocks the unit. The janitor passes None: every VM living on
     a gone run's copy goes, except kept ones. ``also_rescan``: (host, protocol) pairs to
     rescan even if the device is not listed there any more (hosts the run rescanned).
+    ``kept``: managed object ids of VMs the run keeps (even if its tag could not say so);
+    ``own_vmx``: ``[datastore] path`` of the .vmx files the run registered (a VM of its own
+    that could not be tagged).
     """
     tag = copy.tag or CopyTag(run=own_run or "untagged")
     naa = copy.naa or ""
@@ -106,19 +111,19 @@ def copy_unit(
         tag=tag,
         objects=[(copy.name, "copy", array.name)],
     )
-    datastore_steps(vc, unit, footprint.datastores, own_run)
+    datastore_steps(vc, unit, footprint.datastores, own_run, kept, own_vmx)
     devices = footprint.devices
     for d in devices:
         if d.attached:
             unit.steps.append(
                 Step(
-                    naa,
+                    d.naa,
                     "device",
                     d.host,
                     "detach",
-                    lambda h=d.host: vt.detach_lun(vc, h, naa),
+                    lambda h=d.host, n=d.naa: vt.detach_lun(vc, h, n),
                     (f"esxi-{d.host}",),
-                    undoes=(Kind.device, (d.host, naa)),
+                    undoes=(Kind.device, (d.host, d.naa.lower())),
                 )
             )
     unit.steps.append(
@@ -165,6 +170,8 @@ def datastore_steps(
     unit: Unit,
     datastores: list[sweep.SeenDatastore],
     own_run: str | None,
+    kept: set[str] | frozenset[str] = frozenset(),
+    own_vmx: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Add to ``unit`` the steps that stop the VMs living on ``datastores`` and unmount them
     from every host; block the unit when a VM there is not ours to stop."""
@@ -173,11 +180,11 @@ def datastore_steps(
         unit.objects.append((ds.name, "datastore", hosts))
         unit.objects += [(vm.name, "VM", vm.host or "") for vm in ds.vms]
         run = own_run or unit.tag.run
-        problem = _not_ours(ds, own_run, run)
+        problem = _not_ours(ds, own_run, run, kept, own_vmx)
         if problem:
             unit.blocked, unit.stuck = problem, True
         # a VM of this run living on another of its copies, with a disk on this one, goes too
-        borrowers = [vm for vm in ds.foreign_vms if _of_run(vm, run)]
+        borrowers = [vm for vm in ds.foreign_vms if _of_run(vm, run) and vm.moref not in kept]
         for vm in [*borrowers, *ds.vms]:
             unit.steps.append(
                 Step(
@@ -228,24 +235,35 @@ def _of_run(vm: sweep.SeenVm, run: str) -> bool:
     )
 
 
-def _not_ours(ds: sweep.SeenDatastore, own_run: str | None, run: str) -> str | None:
+def _not_ours(
+    ds: sweep.SeenDatastore,
+    own_run: str | None,
+    run: str,
+    kept: set[str] | frozenset[str] = frozenset(),
+    own_vmx: set[str] | frozenset[str] = frozenset(),
+) -> str | None:
     """Say why the VMs on ``ds`` must not be stopped, or None when they may."""
-    foreign = [vm for vm in ds.foreign_vms if not _of_run(vm, run)]
+    foreign = [vm for vm in ds.foreign_vms if not _of_run(vm, run) or vm.moref in kept]
     if foreign:
         names = ", ".join(vm.name for vm in foreign)
         return (
             f"VM(s) {names} use a disk on datastore {ds.name} (a snapshot copy) but do not "
             "live on it: remove those disks from them, then run the janitor"
         )
-    kept = [vm.name for vm in ds.vms if vm.tag is not None and vm.tag.kept]
-    if kept:
+    keeps = [vm.name for vm in ds.vms if (vm.tag is not None and vm.tag.kept) or vm.moref in kept]
+    if keeps:
         return (
-            f"VM(s) {', '.join(kept)} run from datastore {ds.name} (a snapshot copy) and are "
+            f"VM(s) {', '.join(keeps)} run from datastore {ds.name} (a snapshot copy) and are "
             "kept (a migration may still be moving them): once they are on production "
             "storage, run the janitor"
         )
     if own_run is not None:
-        others = [vm.name for vm in ds.vms if vm.tag is None or vm.tag.run != own_run]
+        others = [
+            vm.name
+            for vm in ds.vms
+            if (vm.tag is None and vm.vmx not in own_vmx)
+            or (vm.tag is not None and vm.tag.run != own_run)
+        ]
         if others:
             return (
                 f"VM(s) {', '.join(others)} run from datastore {ds.name} (this run's snapshot "

@@ -118,14 +118,6 @@ def present_copy(
     return p
 
 
-@step("unpresent {copy.name} from {host.name}")
-def unpresent_copy(
-    array: StorageArray, copy: SnapshotCopy, host: HostIdentity, protocol: Protocol
-) -> None:
-    """Withdraw the host's access to the copy; idempotent."""
-    array.unpresent(copy, host, protocol)
-
-
 @step("withdraw {copy.name} from every host on {array.name}")
 def unpresent_everywhere(array: StorageArray, copy: SnapshotCopy) -> None:
     """Withdraw the copy from every host it is presented to; idempotent."""

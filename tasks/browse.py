@@ -21,6 +21,12 @@ from pyVmomi import vim
 from tasks import vsphere as vs
 
 VMX_PATTERN = "*.vmx"
+
+
+class DatastoreFileNotFound(vs.VSphereError):
+    """vCenter's file service answered 404: the file (or its datastore) is not there."""
+
+
 MAX_VMX_BYTES = 1 << 20  # a .vmx is a few KiB; refuse to read anything far larger
 
 
@@ -128,7 +134,8 @@ def _file_request(
         conn.close()
     if resp.status not in (200, 201, 204):
         verb = "reading" if method == "GET" else "writing"
-        raise vs.VSphereError(
+        error = DatastoreFileNotFound if resp.status == 404 else vs.VSphereError
+        raise error(
             f"{verb} [{datastore.name}] {path} through vCenter gave HTTP {resp.status} "
             f"{resp.reason}"
         )

@@ -38,6 +38,7 @@ class SeenVm(BaseModel):
     name: str
     moref: str
     tag: CopyTag | None = None
+    vmx: str | None = None  # its .vmx, "[datastore] path"
     vmx_datastore: str | None = None  # the datastore holding its .vmx (by name)
     datastores: list[str] = Field(default_factory=list)  # morefs of every datastore it uses
     host: str | None = None
@@ -161,6 +162,7 @@ def _vm(item: dict[str, Any], key: int | None, host_names: dict[str, str]) -> Se
         name=item.get("name", vm._moId),
         moref=vm._moId,
         tag=tag_of(item.get("customValue"), key),
+        vmx=vmx,
         vmx_datastore=vmx_ds,
         datastores=[d._moId for d in item.get("datastore") or []],
         host=host_names.get(host._moId) if host is not None else None,
@@ -217,7 +219,7 @@ def _same_path(a: str | None, b: str | None) -> bool:
 def backs(ds: SeenDatastore, copy: SnapshotCopy, nfs_servers: list[str]) -> bool:
     """Return True when ``ds`` is mounted from ``copy`` (its device, or its export)."""
     if ds.kind == "vmfs":
-        return bool(copy.naa) and (ds.naa or "").lower() == (copy.naa or "").lower()
+        return (ds.naa or "").lower() in copy.devices()
     if ds.kind == "nfs" and copy.nfs_path:
         servers = {s.lower() for s in nfs_servers}
         return (ds.nfs_server or "").lower() in servers and _same_path(ds.nfs_path, copy.nfs_path)
@@ -280,7 +282,7 @@ def survey(
             datastores=[
                 ds for ds in datastores if backs(ds, copy, nfs_servers.get(copy.array, []))
             ],
-            devices=devices.get((copy.naa or "").lower(), []) if copy.naa else [],
+            devices=[d for naa in sorted(copy.devices()) for d in devices.get(naa, [])],
         )
         claimed |= {ds.moref for ds in fp.datastores}
         out.footprints[footprint_key(copy)] = fp

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import re
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -391,17 +392,59 @@ def disconnect_nics(vm: vim.VirtualMachine, timeout_s: float) -> int:
     return len(changes)
 
 
+def connect_nics(vm: vim.VirtualMachine, timeout_s: float) -> int:
+    """Make every NIC of ``vm`` start connected (and connect it if the VM runs); return how
+    many changed."""
+    on = vm.runtime.powerState == vim.VirtualMachinePowerState.poweredOn
+    changes = []
+    for dev in vm.config.hardware.device:
+        if isinstance(dev, vim.vm.device.VirtualEthernetCard) and not (
+            dev.connectable.startConnected and (dev.connectable.connected or not on)
+        ):
+            dev.connectable.startConnected = True
+            dev.connectable.connected = on
+            changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=dev))
+    if changes:
+        wait(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=changes)), timeout_s)
+    return len(changes)
+
+
+def portgroup_names(si: vim.ServiceInstance) -> dict[str, str]:
+    """Return distributed port group key -> name (a DVS NIC names its port group by key)."""
+    return {
+        item["key"]: item["name"]
+        for item in collect(si, vim.dvs.DistributedVirtualPortgroup, ["name", "key"])
+        if "key" in item and "name" in item
+    }
+
+
+def nic_network_name(dev: Any, portgroups: dict[str, str]) -> str:
+    """Return the name of the network a NIC is on: a standard port group, a distributed
+    port group (by its key), or an NSX opaque network."""
+    backing = dev.backing
+    if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
+        return backing.deviceName or ""
+    port = getattr(backing, "port", None)
+    if port is not None and getattr(port, "portgroupKey", None):
+        return portgroups.get(port.portgroupKey, port.portgroupKey)
+    return getattr(backing, "opaqueNetworkName", None) or getattr(backing, "deviceName", "") or ""
+
+
 def map_nics(
-    vm: vim.VirtualMachine, mapping: dict[str, Any], timeout_s: float
+    vm: vim.VirtualMachine,
+    mapping: dict[str, Any],
+    timeout_s: float,
+    portgroups: dict[str, str] | None = None,
 ) -> list[tuple[str, str, str]]:
     """Move each NIC of ``vm`` to the network ``mapping`` names for its current network
-    (network name -> vim.Network); a NIC whose network is not in the map starts (and
-    stays) disconnected. Return (NIC, from, to or "disconnected") per NIC changed."""
+    (network name -> vim.Network or distributed port group); a NIC whose network is not in
+    the map starts (and stays) disconnected. Return (NIC, from, to or "disconnected") per
+    NIC changed."""
     changes, done = [], []
     for dev in vm.config.hardware.device:
         if not isinstance(dev, vim.vm.device.VirtualEthernetCard):
             continue
-        current = getattr(dev.backing, "deviceName", "") or ""
+        current = nic_network_name(dev, portgroups or {})
         label = dev.deviceInfo.label if dev.deviceInfo else str(dev.key)
         target = mapping.get(current)
         if target is None:
@@ -416,6 +459,11 @@ def map_nics(
                     portgroupKey=target.key,
                     switchUuid=target.config.distributedVirtualSwitch.uuid,
                 )
+            )
+        elif isinstance(target, vim.OpaqueNetwork):
+            raise VSphereError(
+                f"network_map target {target.name!r} is an NSX opaque network: map to a "
+                "standard or distributed port group"
             )
         else:
             dev.backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
@@ -574,7 +622,10 @@ def relocate(
     return "moved"
 
 
-COPY_FILE = ("FileManager.copy", "FileManager.copyDatastoreFile")
+# the file copies this process started, by destination: a retried copy (its reply was
+# lost) waits for its own earlier task, never for other VMs' or other users' copies
+_copies_started: dict[str, vim.Task] = {}
+_copies_lock = threading.Lock()
 
 
 def copy_files(
@@ -588,8 +639,9 @@ def copy_files(
 ) -> list[str]:
     """Copy the files of ``[source] folder`` matching ``patterns`` to ``[target] target_folder``.
 
-    Returns the copied file names; the target folder is created. Safe to call again: file
-    copies vCenter is still running (an earlier attempt's) are waited for first, a file
+    Returns the copied file names; the target folder is created. Safe to call again: the
+    copies of these files an earlier attempt of this process started and vCenter still
+    runs are waited for first, a file
     already in the target with the source's size is not copied again, and one cut short is
     copied again over itself. The caller makes sure, before the first attempt, that the
     target holds none of them (:func:`matching_files`). Raises TaskStillRunning when a copy
@@ -598,8 +650,12 @@ def copy_files(
     files = file_sizes(source, folder, patterns, timeout_s)
     if not files:
         raise VSphereError(f"no file in [{source.name}] {folder} matches {patterns}")
-    for running in running_tasks(si.content.taskManager.recentTask, *COPY_FILE):
-        wait(running, timeout_s)
+    destinations = {name: f"[{target.name}] {target_folder}/{name}" for name in files}
+    with _copies_lock:
+        earlier = [_copies_started.get(d) for d in destinations.values()]
+    for task in earlier:
+        if task is not None and running_tasks([task], *_task_kinds(task)):
+            wait(task, timeout_s)
     dc = datacenter_of(source)
     fm = si.content.fileManager
     with contextlib.suppress(vim.fault.FileAlreadyExists):
@@ -610,17 +666,26 @@ def copy_files(
     for name, size in files.items():
         if name in there and size is not None and there[name] == size:
             continue  # copied by an earlier attempt
-        wait(
-            fm.CopyDatastoreFile_Task(
-                sourceName=f"[{source.name}] {folder}/{name}",
-                sourceDatacenter=dc,
-                destinationName=f"[{target.name}] {target_folder}/{name}",
-                destinationDatacenter=dc,
-                force=True,  # a file an earlier attempt left half-copied
-            ),
-            timeout_s,
+        task = fm.CopyDatastoreFile_Task(
+            sourceName=f"[{source.name}] {folder}/{name}",
+            sourceDatacenter=dc,
+            destinationName=destinations[name],
+            destinationDatacenter=dc,
+            force=True,  # a file an earlier attempt left half-copied
         )
+        with _copies_lock:
+            _copies_started[destinations[name]] = task
+        wait(task, timeout_s)
+        with _copies_lock:
+            _copies_started.pop(destinations[name], None)
     return sorted(files)
+
+
+def _task_kinds(task: vim.Task) -> tuple[str, ...]:
+    try:
+        return (task.info.descriptionId or "",)
+    except vmodl.fault.ManagedObjectNotFound:
+        return ()
 
 
 def file_sizes(
@@ -682,21 +747,3 @@ def remove_nas(host: vim.HostSystem, datastore: vim.Datastore) -> bool:
     except (vim.fault.NotFound, vmodl.fault.ManagedObjectNotFound):
         return False
     return True
-
-
-def copy_datastores(
-    host: vim.HostSystem, naa: str | None, nfs: tuple[str, str] | None
-) -> list[vim.Datastore]:
-    """Return the datastores on ``host`` mounted from the copy (device ``naa`` or ``nfs``)."""
-    found = []
-    for ds in host.datastore:
-        info = ds.info
-        if naa and isinstance(info, vim.host.VmfsDatastoreInfo):
-            if info.vmfs.extent[0].diskName == naa:
-                found.append(ds)
-            continue
-        if nfs and isinstance(info, vim.host.NasDatastoreInfo):
-            export = (info.nas.remoteHost, info.nas.remotePath.rstrip("/"))
-            if export == (nfs[0], nfs[1].rstrip("/")):
-                found.append(ds)
-    return found

@@ -17,7 +17,7 @@ from blocks.vcenter import VCenterCredentials
 from tasks import browse, vmx_edit
 from tasks import vsphere as vs
 from tasks.retry import step
-from tasks.sweep import TAG_FIELD, tag_field_key, tag_of, uses_files_on
+from tasks.sweep import TAG_FIELD
 
 
 class DatastoreRef(BaseModel):
@@ -36,13 +36,6 @@ class VmRef(BaseModel):
 
     name: str
     moref: str
-
-
-class DatastoreUser(VmRef):
-    """A VM that uses a datastore: its files live there, or only some of its disks do."""
-
-    lives_on: bool  # its .vmx is on the datastore
-    run: str | None = None  # the restore run whose tag it carries
 
 
 def _vm(vc: VCenterCredentials, ref: VmRef) -> vim.VirtualMachine:
@@ -185,6 +178,12 @@ def disconnect_nics(vcenter: VCenterCredentials, vm: VmRef) -> int:
     return vs.disconnect_nics(_vm(vcenter, vm), settings().task_timeout_s)
 
 
+@step("connect the NICs of {vm.name}")
+def connect_nics(vcenter: VCenterCredentials, vm: VmRef) -> int:
+    """Make every NIC of the VM start connected (it took a stopped original's place)."""
+    return vs.connect_nics(_vm(vcenter, vm), settings().task_timeout_s)
+
+
 @step("connect the NICs of {vm.name} to {mapping}")
 def map_nics(vcenter: VCenterCredentials, vm: VmRef, mapping: dict[str, str]) -> list[str]:
     """Move each NIC to the port group ``mapping`` names for its network; the others start
@@ -200,6 +199,7 @@ def map_nics(vcenter: VCenterCredentials, vm: VmRef, mapping: dict[str, str]) ->
         _vm(vcenter, vm),
         {source: networks[t] for source, t in mapping.items()},
         settings().task_timeout_s,
+        vs.portgroup_names(si),
     )
     return [f"{label}: {a} -> {b}" for label, a, b in done]
 
@@ -236,6 +236,7 @@ def prepare_vmx(
     r = vmx_edit.Rules(
         own=set(rules.own),
         copy_path=datastore.volume_path or "",
+        copy_names={datastore.name},
         redirects=dict(rules.redirects),
         drop=set(rules.drop),
         drop_unplanned=rules.drop_unplanned,
@@ -247,8 +248,8 @@ def prepare_vmx(
             continue
         try:
             desc_text = io.read(path)
-        except vs.VSphereError:
-            continue  # no descriptor to read (vCenter reports a missing disk at power-on)
+        except browse.DatastoreFileNotFound:
+            continue  # no descriptor: vCenter refuses the power-on, naming the missing file
         desc = vmx_edit.descriptor(desc_text)
         if vmx_edit.is_rdm(desc):
             if r.drop_rdms:
@@ -264,6 +265,8 @@ def prepare_vmx(
         if vmx_edit.split_volume_path(parent) is None:
             continue
         decision, new = vmx_edit.target(parent, r, path.rsplit("/", 1)[0])
+        if decision in ("copy", "keep"):
+            continue  # already a copy's file (a retried step)
         if decision == "redirect" and new:
             io.write(path, vmx_edit.set_entry(desc_text, "parentFileNameHint", new))
             out.changes.append(f"{device}: parent {parent} -> {new}")
@@ -275,9 +278,10 @@ def prepare_vmx(
             out.problems.append(f"{device} ({path}) has its parent disk at {parent}")
     if out.problems:
         raise vs.VSphereError(
-            f"VM {vm_name} was not registered: "
-            + "; ".join(out.problems)
-            + ". Restore it with other_disks=detach or other_disks=from_snapshots"
+            f"VM {vm_name} was not registered: its .vmx in the snapshot names files the plan "
+            "did not account for (its configuration then differed from today's, or it is no "
+            "longer in the inventory): " + "; ".join(out.problems) + ". Restore it with "
+            "other_disks=detach to do without them"
         )
     if out.text != text:
         io.write(vmx, out.text)
@@ -413,34 +417,3 @@ def detach_lun(vcenter: VCenterCredentials, host: str, naa: str) -> bool:
 def remove_nas_datastore(vcenter: VCenterCredentials, host: str, datastore: DatastoreRef) -> bool:
     """Unmount the NFS datastore from the host."""
     return vs.remove_nas(vs.get_host(vcenter.connect(), host), _ds(vcenter, datastore))
-
-
-@step("find what {host} mounted from the copy")
-def find_copy_datastores(
-    vcenter: VCenterCredentials, host: str, naa: str | None, nfs: tuple[str, str] | None
-) -> list[DatastoreRef]:
-    """Return the datastores the host mounted from the copy (by device or export)."""
-    h = vs.get_host(vcenter.connect(), host)
-    return [_datastore_ref(ds) for ds in vs.copy_datastores(h, naa, nfs)]
-
-
-@step("list the VMs using {datastore.name}")
-def vms_using_datastore(
-    vcenter: VCenterCredentials, datastore: DatastoreRef
-) -> list[DatastoreUser]:
-    """Return every VM with a file on the datastore (its .vmx, or a disk), and its run tag."""
-    si = vcenter.connect()
-    key = tag_field_key(si)
-    users = []
-    for vm in _ds(vcenter, datastore).vm:
-        vmx = vm.config.files.vmPathName if vm.config else ""
-        lives_on = (vmx or "").startswith(f"[{datastore.name}]")
-        if not lives_on and not uses_files_on(vm, datastore.name):
-            continue  # vSphere still lists it, but no device of it is on the datastore
-        tag = tag_of(vm.customValue, key)
-        users.append(
-            DatastoreUser(
-                name=vm.name, moref=vm._moId, lives_on=lives_on, run=tag.run if tag else None
-            )
-        )
-    return users

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.flow_engine import run_flow
@@ -544,23 +545,106 @@ def test_a_file_copy_retried_while_the_first_still_runs_waits_and_skips_it(
     fm = si.content.fileManager
     fm.MakeDirectory(name=f"[{ds['name']}] {folder}", datacenter=dc, createParentDirectories=True)
     try:
-        vclab.post(
-            "/faults", {"operation": "CopyDatastoreFile_Task", "duration_s": 1.5, "times": 1}
-        )
-        first = fm.CopyDatastoreFile_Task(  # an earlier attempt's copy, still running
-            sourceName=f"[{ds['name']}] {vm}/{vm}.vmx",
-            sourceDatacenter=dc,
-            destinationName=f"[{ds['name']}] {folder}/{vm}.vmx",
-            destinationDatacenter=dc,
-            force=True,
-        )
-        assert first.info.state == vim.TaskInfo.State.running
-        calls = vclab.calls()["CopyDatastoreFile_Task"]
-        copied = vs.copy_files(si, src, vm, [f"{vm}.vmx", "*.nvram"], src, folder, 60)
+        vclab.post("/faults", {"operation": "CopyDatastoreFile_Task", "duration_s": 2, "times": 1})
+        calls = vclab.calls().get("CopyDatastoreFile_Task", 0)
+        patterns = [f"{vm}.vmx", "*.nvram"]
+        # the first attempt gives up on its first file (its wait is shorter than the copy)
+        with pytest.raises(vs.TaskStillRunning):
+            vs.copy_files(si, src, vm, patterns, src, folder, 0.5)
+        # the retry waits for that copy instead of starting a second one on the same file,
+        # then skips it (copied whole) and copies the other
+        copied = vs.copy_files(si, src, vm, patterns, src, folder, 60)
         assert copied == [f"{vm}.nvram", f"{vm}.vmx"]
-        assert vclab.calls()["CopyDatastoreFile_Task"] == calls + 1  # the .vmx was not recopied
-        assert read_datastore_file(lab, http, ds["name"], f"{folder}/{vm}.vmx") == (
-            read_datastore_file(lab, http, ds["name"], f"{vm}/{vm}.vmx")
-        )
+        assert vclab.calls()["CopyDatastoreFile_Task"] == calls + 2
+        for name in copied:
+            assert read_datastore_file(lab, http, ds["name"], f"{folder}/{name}") == (
+                read_datastore_file(lab, http, ds["name"], f"{vm}/{name}")
+            )
     finally:
         vs.wait(fm.DeleteDatastoreFile_Task(f"[{ds['name']}] {folder}", dc), 60)
+
+
+def test_a_full_restore_whose_move_outlives_its_wait_keeps_the_vm(
+    lab, lab_blocks, world, vclab, si, monkeypatch
+):
+    vm = _ds(lab, "ds-nfs-01")["vms"][2]
+    before = world.snapshot()
+    monkeypatch.setattr(settings(), "task_timeout_s", 2)
+    vclab.post("/faults", {"operation": "RelocateVM_Task", "duration_s": 8, "times": 1})
+    state = restore_from_snapshot(
+        vms=[vm],
+        operation="full_restore",
+        placement={"name_suffix": "-slowfull"},
+        return_state=True,
+    )
+    text = _failure(state)
+    assert "outlived the wait and goes on in vCenter; the VM is kept" in text, text
+    restored = find(si, vim.VirtualMachine, f"{vm}-slowfull")
+    assert restored is not None  # not torn down while vCenter moves it
+    time.sleep(8)
+    swept = janitor(runs=[str(state.state_details.flow_run_id)], ttl_minutes=0, return_state=True)
+    assert swept.is_completed(), swept
+    assert restored.config.files.vmPathName.startswith("[ds-nfs-01]")
+    _unchanged(world, before, "arrays", "devices")
+    discard_vm(si, f"{vm}-slowfull")
+
+
+def test_an_automatic_migration_keeps_only_the_vms_whose_migration_failed(
+    lab, lab_blocks, world, vclab, si
+):
+    """One VM's tools never start (it fails before any migration), the other's Storage
+    vMotion fails: only the second is kept running from its copy."""
+    ds = _ds(lab, "ds-iscsi-02")
+    a, b = ds["vms"][1], ds["vms"][2]
+    before = world.snapshot()
+    vclab.post("/guest", {"match": f"{a}-auto*", "tools": "never"}).raise_for_status()
+    vclab.post("/faults", {"operation": "RelocateVM_Task", "error": "InvalidState", "times": 1})
+    try:
+        state = restore_from_snapshot(
+            vms=[a, b],
+            finish={"action": "migrate"},
+            placement={"name_suffix": "-auto"},
+            return_state=True,
+        )
+    finally:
+        vclab.delete("/guest")
+    text = _failure(state)
+    assert f"{b}: migration to ds-iscsi-02 failed" in text and "it still runs from" in text
+    assert find(si, vim.VirtualMachine, f"{a}-auto") is None  # torn down, never kept
+    kept = find(si, vim.VirtualMachine, f"{b}-auto")
+    assert kept is not None and kept.runtime.powerState == "poweredOn"
+    # the user moves it off the copy, then the janitor removes the copy
+    vs.relocate(kept, vs.get_datastore(si, "ds-iscsi-02"), 60)
+    swept = janitor(runs=[str(state.state_details.flow_run_id)], ttl_minutes=0, return_state=True)
+    assert swept.is_completed(), swept
+    _unchanged(world, before, "arrays", "devices")
+    discard_vm(si, f"{b}-auto")
+
+
+def test_an_array_block_that_cannot_be_used_is_left_out_unless_needed(lab, lab_blocks, world):
+    from blocks.hpe import HpePrimeraArray
+
+    a = next(x for x in lab["arrays"] if x["name"] == "primera1")
+    # a block saved before URLs had to be https (validation skipped to save it as it was)
+    HpePrimeraArray.model_construct(
+        url=a["url"].replace("https://", "http://"),
+        user="u",
+        password="p",
+        verify_tls=True,
+        ca_certificate=None,
+        timeout_s=60.0,
+    ).save("old-http-array", overwrite=True)
+    before = world.snapshot()
+    try:
+        state = restore_from_snapshot(vms=[_ds(lab, "ds-fc-01")["vms"][0]], return_state=True)
+        assert state.is_completed(), state
+        text = _failure(
+            restore_from_snapshot(vms=["app-01"], arrays=["old-http-array"], return_state=True)
+        )
+        assert "array block old-http-array cannot be used:" in text and "https://" in text
+        assert "\n" not in text
+    finally:
+        with get_client(sync_client=True) as client:
+            doc = client.read_block_document_by_name("old-http-array", "hpe-primera-array")
+            client.delete_block_document(doc.id)
+    _unchanged(world, before)

@@ -60,6 +60,15 @@ def test_full_restore_can_replace_the_original_without_deleting_it(lab, lab_bloc
         now = find(si, vim.VirtualMachine, vm)
         assert now.config.files.vmPathName == f"[ds-fc-01] {vm}-new/{vm}.vmx"
         assert now.config.uuid == uuid  # answered "moved": it takes the original's place
+        # network=auto started it disconnected (the original ran); in the original's place
+        # it is connected again
+        nics = [
+            d
+            for d in now.config.hardware.device
+            if isinstance(d, vim.vm.device.VirtualEthernetCard)
+        ]
+        assert nics and all(n.connectable.startConnected and n.connectable.connected for n in nics)
+        assert "NICs connected again: the original it replaces is off" in result["vms"][0]["notes"]
         assert read_datastore_file(
             lab, http, "ds-fc-01", f"{vm}-new/{vm}-flat.vmdk"
         ) == disk_marker(vm, 2)

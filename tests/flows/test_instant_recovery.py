@@ -117,18 +117,25 @@ def test_two_restores_of_the_same_vm_at_once_get_two_copies(lab, lab_blocks, wor
     assert ds["name"] in after["datastores"]
 
 
-def _paused_run_id(timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
+def _paused_runs() -> set[str]:
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                )
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
             )
-            if runs:
-                return str(runs[0].id)
-            time.sleep(0.2)
+        )
+    return {str(r.id) for r in runs}
+
+
+def _paused_run_id(timeout: float = 60, before: set[str] | None = None) -> str:
+    """Wait until a restore pauses; return its run id (not one of ``before``, the runs that
+    were paused already)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = _paused_runs() - (before or set())
+        if new:
+            return sorted(new)[0]
+        time.sleep(0.2)
     raise TimeoutError("the restore never paused")
 
 
@@ -187,6 +194,7 @@ class PausedRestore:
     def __init__(self, ds: dict, suffix: str, vms: list[str] | None = None, **params):
         self.box: dict[str, object] = {}
         placement = {"name_suffix": suffix, **params.pop("placement", {})}
+        paused_already = _paused_runs()
         self.thread = threading.Thread(
             target=lambda: self.box.update(
                 state=restore_from_snapshot(
@@ -200,7 +208,7 @@ class PausedRestore:
             )
         )
         self.thread.start()
-        self.run_id = _paused_run_id()
+        self.run_id = _paused_run_id(before=paused_already)
         self.pause = _pause_key(self.run_id)
 
     def answer(self, **run_input: str) -> None:

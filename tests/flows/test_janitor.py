@@ -332,8 +332,9 @@ def test_a_crashed_runs_objects_are_removed_in_the_safe_order_and_decoys_stay(
             "db-01",
             "VM",
             "keep",
-            "it lives on datastore ds-iscsi-01, which is no snaprestore copy "
-            "(restored and kept, or migrated): it is never touched",
+            "it lives on datastore ds-iscsi-01 and its tag (of an older version) does not "
+            "say which copy it was registered from (restored and kept, or migrated): it is "
+            "never touched",
         ),
     ]
     assert rows_of(result, nfs.run) == [

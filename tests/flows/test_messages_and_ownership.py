@@ -15,7 +15,7 @@ from pyVmomi import vim
 
 from blocks.errors import ArrayNotFound
 from blocks.hpe import HpePrimeraArray
-from blocks.models import AccessObject, CopyTag, HostIdentity
+from blocks.models import AccessObject, CopyTag, HostIdentity, VmfsBacking
 from blocks.ontap import NetAppOntapArray
 from blocks.registry import load_arrays
 from blocks.vcenter import VCenterCredentials
@@ -23,6 +23,7 @@ from flows.catalog import snapshot_catalog
 from flows.identity import server_id
 from flows.janitor import janitor
 from flows.restore import restore_from_snapshot
+from tasks import vsphere as vs
 from tasks import vsphere_tasks as vt
 from tests.flows.test_janitor import LONG_AGO, leave_behind, rows_of, sweep_by_hand
 from tests.support.vcenter import find
@@ -240,3 +241,40 @@ def leftovers(lab, lab_blocks, si):
     yield made
     for left in made:
         sweep_by_hand(si, left)
+
+
+def test_host_objects_and_igroups_made_for_a_copy_name_its_prefect_server(lab, lab_blocks):
+    """What a presentation creates on an array is tagged with the copy's run and server, so
+    that another server's janitor leaves it alone."""
+    server = "http://prefect.elsewhere.example:4200"
+    for array_name, ds_name, protocol in (
+        ("ontap1", "ds-iscsi-02", "iscsi"),
+        ("primera1", "ds-fc-01", "fc"),
+    ):
+        array = load_arrays([array_name])[0]
+        cfg = next(d for d in lab["datastores"] if d["name"] == ds_name)
+        volume = array.find_volume(_backing(ds_name))
+        snap = next(s for s in array.list_snapshots(volume) if s.name == cfg["snapshots"][0])
+        run = str(uuid.uuid4())
+        tag = CopyTag(run=run, source=f"{volume.name}@{snap.name}", server=server)
+        copy = array.create_copy(volume, snap, array.copy_name(run, "srv-test"), tag)
+        ghost = HostIdentity(
+            name="ghost-04",
+            iqns=["iqn.1998-01.com.vmware:ghost-04-5c3a9e"],
+            wwpns=["21:00:00:24:ff:4c:e4:10"],
+        )
+        try:
+            p = array.present(copy, ghost, protocol)
+            made = [a for a in array.list_access() if a.tag and a.tag.run == run]
+            assert [a.name for a in made] == [p.access], made
+            assert made[0].tag.server == server and made[0].in_use
+        finally:
+            array.unpresent_all(copy)
+            array.delete_copy(copy)
+        assert not [a for a in array.list_access() if a.tag and a.tag.run == run]
+
+
+def _backing(ds_name: str) -> VmfsBacking:
+    """The VMFS backing of a production datastore, as the planner reads it."""
+    info = vs.get_datastore(VCenterCredentials.load("default").connect(), ds_name).info
+    return VmfsBacking(naa=info.vmfs.extent[0].diskName)

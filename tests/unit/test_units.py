@@ -128,3 +128,21 @@ def test_the_ui_form_groups_the_parameters_in_titled_sections_with_defaults():
     assert props["vcenter"]["default"] == "default"
     # at most a handful of fields in the form's first level
     assert len(props) <= 10
+
+
+def test_a_datastore_on_any_lun_of_a_copy_belongs_to_it():
+    """An ONTAP FlexClone may hold several LUNs: a datastore on any of them is the copy's."""
+    from blocks.models import SnapshotCopy
+    from tasks.sweep import SeenDatastore, backs
+
+    copy = SnapshotCopy(
+        array="ontap1",
+        id="u",
+        name="sr_x",
+        naa="naa.600a0980aa",
+        naas=["naa.600A0980AA", "naa.600a0980bb"],
+    )
+    on_second = SeenDatastore(name="sr-x", moref="ds-1", kind="vmfs", naa="naa.600a0980bb")
+    elsewhere = SeenDatastore(name="prod", moref="ds-2", kind="vmfs", naa="naa.600a0980cc")
+    assert backs(on_second, copy, []) and not backs(elsewhere, copy, [])
+    assert copy.devices() == {"naa.600a0980aa", "naa.600a0980bb"}
