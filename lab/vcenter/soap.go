@@ -60,6 +60,7 @@ type callEntry struct {
 	Method   string    `json:"method"`
 	This     string    `json:"this"`
 	Host     string    `json:"host,omitempty"`
+	VMHost   string    `json:"vm_host,omitempty"` // the host of the VM a call acts on
 	Arg      string    `json:"arg,omitempty"`
 	Fault    string    `json:"fault,omitempty"`
 }
@@ -218,14 +219,14 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // record counts a call that arrived at t and appends it to the call log; it returns the log
 // sequence number.
 func (s *soapLayer) record(m *simulator.Method, t time.Time) int64 {
-	host, arg := s.lab.describeCall(m)
+	host, arg, vmHost := s.lab.describeCall(m)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts[m.Name]++
 	s.seq++
 	s.log = append(s.log, callEntry{
 		Seq: s.seq, Time: t.UTC(), Start: *epoch(t), Method: m.Name,
-		This: m.This.Type + ":" + m.This.Value, Host: host, Arg: arg,
+		This: m.This.Type + ":" + m.This.Value, Host: host, VMHost: vmHost, Arg: arg,
 	})
 	if len(s.log) > maxCallLog {
 		s.log = s.log[len(s.log)-maxCallLog:]

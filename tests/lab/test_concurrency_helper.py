@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from tests.support.concurrency import interval, max_overlap, max_overlap_by, max_overlap_per_array
+from tests.support.concurrency import (
+    esx_host,
+    interval,
+    max_overlap,
+    max_overlap_by,
+    max_overlap_per_array,
+)
 
 
 def test_max_overlap_counts_calls_in_progress_together() -> None:
@@ -37,10 +43,15 @@ def test_grouping_a_vcenter_log_by_host() -> None:
     ]
     assert interval(log[3]) == (4.0, math.inf)
     assert max_overlap_by(log) == {"esx-01": 2, "esx-02": 1}
+    log.append(
+        {"seq": 7, "method": "PowerOnVM_Task", "vm_host": "esx-01", "start": 1.5, "end": 1.8}
+    )
+    assert max_overlap_by(log) == {"esx-01": 2, "esx-02": 1}  # `host` only
+    assert max_overlap_by(log, key=esx_host) == {"esx-01": 3, "esx-02": 1}
     by_method = max_overlap_by(log, key=lambda c: c["method"])
     assert by_method == {
         "CurrentTime": 1,
-        "PowerOnVM_Task": 1,
+        "PowerOnVM_Task": 1,  # (4, inf) and (1.5, 1.8) do not meet
         "RescanHba": 3,
         "RetrievePropertiesEx": 1,
     }

@@ -43,15 +43,23 @@ def interval(call: Mapping[str, Any]) -> tuple[float, float]:
     return float(call["start"]), math.inf if end is None else float(end)
 
 
+def esx_host(call: Mapping[str, Any]) -> str | None:
+    """Return the ESXi host a vCenter call acted on: the host whose object it was called on
+    (``host``: storage and datastore systems, the HostSystem), else the host of the VM it
+    was called on or registered a VM on (``vm_host``); None for neither."""
+    return call.get("host") or call.get("vm_host") or None
+
+
 def max_overlap_by(
     calls: Iterable[Mapping[str, Any]],
     key: str | Callable[[Mapping[str, Any]], str | None] = "host",
 ) -> dict[str, int]:
     """Group call log entries by ``key`` and return each group's :func:`max_overlap`.
 
-    ``key`` is an entry field (``"host"`` for the vCenter log: the ESXi host a call acted
-    on) or a function of the entry; entries whose key is missing, empty or None (vCenter
-    calls that act on no host) are left out.
+    ``key`` is an entry field (``"host"`` for the vCenter log: the host object a call acted
+    on) or a function of the entry (:func:`esx_host` also counts VM calls on their host);
+    entries whose key is missing, empty or None (vCenter calls that act on no host) are
+    left out.
     """
     groups: dict[str, list[tuple[float, float]]] = {}
     for call in calls:
