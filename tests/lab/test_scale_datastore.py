@@ -8,7 +8,10 @@ must have none of it.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -245,3 +248,31 @@ def test_a_lab_keeps_the_scale_it_was_seeded_with(scale_lab) -> None:
         assert sorted(vm.name for vm in find(si, vim.Datastore, SCALE).vm) == names(N)
     finally:
         Disconnect(si)
+
+
+def test_the_command_line_takes_scale_vms(tmp_path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+
+    def lab_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "lab", *args],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    d = tmp_path / "cli-scale"
+    r = lab_cli("up", "--dir", str(d), "--scale-vms", "7")
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "ds-scale-01" in r.stdout and "scale-001 … scale-007 (7, powered off)" in r.stdout
+        info = json.loads((d / "lab.json").read_text())
+        assert info["scale_vms"] == 7
+        status = lab_cli("status", "--dir", str(d))
+        assert status.returncode == 0 and "scale-007" in status.stdout
+    finally:
+        assert lab_cli("down", "--dir", str(d)).returncode == 0
+    r = lab_cli("up", "--dir", str(tmp_path / "too-many"), "--scale-vms", "1000")
+    assert r.returncode == 1 and "between 0 and 999" in r.stderr
+    assert not (tmp_path / "too-many" / "lab.json").exists()
