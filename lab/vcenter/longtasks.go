@@ -62,6 +62,7 @@ func (s *soapLayer) writeBusy(w http.ResponseWriter, m *simulator.Method, runnin
 func (s *soapLayer) startLongTask(w http.ResponseWriter, r *http.Request, body []byte, m *simulator.Method,
 	kind string, d time.Duration, seq int64) {
 	if !s.authenticated(r) {
+		s.note(seq, "NotAuthenticated")
 		s.writeNotAuthenticated(w, m)
 		return
 	}

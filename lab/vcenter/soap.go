@@ -170,6 +170,7 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if task, busy := s.busyWith(method); busy {
 		if !s.authenticated(r) {
+			s.note(seq, "NotAuthenticated")
 			s.writeNotAuthenticated(w, method)
 			return
 		}
@@ -179,6 +180,7 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if fn := s.overrides[method.This.Type+"."+method.Name]; fn != nil {
 		if !s.authenticated(r) {
+			s.note(seq, "NotAuthenticated")
 			s.writeNotAuthenticated(w, method)
 			return
 		}
