@@ -19,6 +19,7 @@ from netapp_ontap import HostConnection
 from netapp_ontap.error import NetAppRestError
 from netapp_ontap.resources import Cluster
 
+from lab.arrays.base import MAX_CALL_LOG, CallLog
 from tests.arrays.conftest import RunningArray, seed_spec
 from tests.arrays.test_hpe_api import Wsapi, wsapi_error
 from tests.arrays.test_ontap_api import Ontap, ontap_error
@@ -344,3 +345,17 @@ def test_ontap_client_sees_the_401_then_works_again(
         again = Cluster()
         again.get()
         assert again.name == cluster.name
+
+
+def test_the_call_log_keeps_the_latest_calls_only() -> None:
+    """The emulators keep the latest MAX_CALL_LOG (20000) calls; the same class, smaller."""
+    assert MAX_CALL_LOG == 20000
+    log = CallLog(keep=3)
+    entries = [log.begin("GET /api", "/api") for _ in range(5)]
+    for e in entries[:4]:
+        log.end(e, 200)
+    doc = log.since(0)
+    assert doc["last_seq"] == 5
+    assert [c["seq"] for c in doc["calls"]] == [3, 4, 5]
+    assert [c["status"] for c in doc["calls"]] == [200, 200, None]  # the last is running
+    assert doc["calls"][2]["end"] is None
