@@ -33,9 +33,12 @@ def summary(info: dict[str, Any], seconds: float | None = None) -> str:
     for h in info["hosts"]:
         lines.append(f"host      {h['name']}  vmk {h['vmk_ip']}  iqn {h['iqn']}")
     for ds in info["datastores"]:
+        vms = ", ".join(ds["vms"])
+        if len(ds["vms"]) > 6:  # the scale datastore
+            vms = f"{ds['vms'][0]} … {ds['vms'][-1]} ({len(ds['vms'])}, powered off)"
         lines.append(
             f"datastore {ds['name']:<12} {ds['protocol']:<5} on {ds['array']}/{ds['volume']}"
-            f"  VMs {', '.join(ds['vms'])}  snapshots {', '.join(ds['snapshots'])}"
+            f"  VMs {vms}  snapshots {', '.join(ds['snapshots'])}"
         )
     cases = info.get("cases", {})
     if cases:
@@ -53,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--reset", action="store_true", help="discard the arrays' saved state first")
     p_up.add_argument(
         "--tools-delay", type=float, default=1.0, help="seconds until a guest reports VMware Tools"
+    )
+    p_up.add_argument(
+        "--scale-vms",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add datastore ds-scale-01 holding N powered-off VMs (default 0: none)",
     )
     p_up.add_argument("--json", action="store_true", help="print lab.json instead of a summary")
     p_down = sub.add_parser("down", help="stop every lab process")
@@ -74,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             start = time.monotonic()
-            info = control.up(args.dir, reset=args.reset, tools_delay_s=args.tools_delay)
+            info = control.up(
+                args.dir,
+                reset=args.reset,
+                tools_delay_s=args.tools_delay,
+                scale_vms=args.scale_vms,
+            )
             elapsed = time.monotonic() - start
             print(json.dumps(info, indent=2) if args.json else summary(info, elapsed))
         elif args.command == "down":

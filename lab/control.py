@@ -108,11 +108,20 @@ def running_pids(directory: Path) -> dict[str, int]:
 # ---- up / down ---------------------------------------------------------------------------------
 
 
-def up(directory: Path, reset: bool = False, tools_delay_s: float = 1.0) -> dict[str, Any]:
+def up(
+    directory: Path, reset: bool = False, tools_delay_s: float = 1.0, scale_vms: int = 0
+) -> dict[str, Any]:
     """Start the lab in ``directory`` and return its description (also in lab.json).
 
     Array state persists in the directory across restarts; ``reset`` starts from scratch.
+    ``scale_vms`` N > 0 adds the datastore ``ds-scale-01`` holding N powered-off VMs
+    (lab/README.md); a lab directory keeps the N it was seeded with (another N needs
+    ``reset``).
     """
+    try:
+        topo.check_scale_vms(scale_vms)
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
     directory = directory.resolve()
     if reset and directory.exists():
         down(directory)
@@ -126,7 +135,7 @@ def up(directory: Path, reset: bool = False, tools_delay_s: float = 1.0) -> dict
     passwords = _secrets(directory)
     pids: dict[str, int] = {}
     try:
-        return _start(directory, binary, pki, passwords, pids, tools_delay_s)
+        return _start(directory, binary, pki, passwords, pids, tools_delay_s, scale_vms)
     except BaseException:
         for pid in pids.values():
             stop(pid)
@@ -141,6 +150,7 @@ def _start(
     passwords: dict[str, str],
     pids: dict[str, int],
     tools_delay_s: float,
+    scale_vms: int,
 ) -> dict[str, Any]:
     vc_port = free_port(LISTEN_HOST)
     vc_lab = f"https://{LISTEN_HOST}:{vc_port}/lab"
@@ -201,11 +211,13 @@ def _start(
             log=logs / f"{a['name']}.log",
         )
 
-    _seed_arrays(directory, session, arrays)
+    _seed_arrays(directory, session, arrays, scale_vms)
 
     fabrics = {a["name"]: session.get(f"{a['lab_url']}/fabric", timeout=30).json() for a in arrays}
     states = {a["name"]: session.get(f"{a['lab_url']}/state", timeout=30).json() for a in arrays}
-    vc_config = vcenter_config(pki, passwords["vcenter"], vc_port, arrays, fabrics, tools_delay_s)
+    vc_config = vcenter_config(
+        pki, passwords["vcenter"], vc_port, arrays, fabrics, tools_delay_s, scale_vms
+    )
     vc_config["events_log"] = str(directory / "vcenter" / "events.log")
     (directory / "vcenter").mkdir(parents=True, exist_ok=True)
     vc_cfg_path = directory / "vcenter" / "config.json"
@@ -253,8 +265,9 @@ def _start(
                     if s["volume"] == ds.volume
                 ],
             }
-            for ds in topo.DATASTORES
+            for ds in topo.datastores(scale_vms)
         ],
+        "scale_vms": scale_vms,
         "cases": dict(topo.CASES),
         "vms": [
             {
@@ -267,8 +280,9 @@ def _start(
                 "host": vm.host,
                 "ip": vm.ip,
                 "case": vm.case,
+                "power_on": vm.power_on,
             }
-            for vm in topo.production_vms()
+            for vm in topo.production_vms(scale_vms)
         ],
         "rdm_luns": [
             {"array": lun.array, "volume": lun.volume, "naa": _volume_naa(states, lun)}
@@ -286,8 +300,21 @@ def _seed_marker(array: dict[str, Any]) -> Path:
     return Path(array["state_dir"]) / "seeded"
 
 
-def _seed_arrays(directory: Path, session: requests.Session, arrays: list[dict[str, Any]]) -> None:
-    """Seed the arrays that hold nothing yet; refuse a lab seeded by another seed version.
+def _scale_marker(array: dict[str, Any]) -> Path:
+    """The file saying how many scale VMs an array was seeded with (absent: none)."""
+    return Path(array["state_dir"]) / "seeded-scale-vms"
+
+
+def _seeded_scale_vms(array: dict[str, Any]) -> int:
+    marker = _scale_marker(array)
+    return int(marker.read_text().strip()) if marker.exists() else 0
+
+
+def _seed_arrays(
+    directory: Path, session: requests.Session, arrays: list[dict[str, Any]], scale_vms: int = 0
+) -> None:
+    """Seed the arrays that hold nothing yet; refuse a lab seeded by another seed version,
+    or with another number of scale VMs than ``scale_vms``.
 
     Arrays holding RDM LUNs are seeded first: the descriptors that map those LUNs need
     their NAA ids, which an array chooses when it creates a LUN.
@@ -300,12 +327,20 @@ def _seed_arrays(directory: Path, session: requests.Session, arrays: list[dict[s
                 f"(seed {marker.read_text().strip()!r}, this lab seeds {SEED_VERSION!r}): "
                 f"run `python -m lab up --dir {directory} --reset`"
             )
+        if a["name"] == topo.SCALE_DATASTORE.array and marker.exists():
+            seeded = _seeded_scale_vms(a)
+            if seeded != scale_vms:
+                raise LabError(
+                    f"array {a['name']} in {directory} was seeded with --scale-vms {seeded}, "
+                    f"not {scale_vms}: run `python -m lab up --dir {directory} "
+                    f"--scale-vms {seeded}`, or add --reset to start from scratch"
+                )
     unseeded = [a for a in arrays if not _seed_marker(a).exists()]
     if not unseeded:
         return
     work = directory / "seed-work"
     shutil.rmtree(work, ignore_errors=True)
-    specs, volume_ids = build_seed(work)
+    specs, volume_ids = build_seed(work, scale_vms=scale_vms)
     rdm_arrays = {lun.array for lun in topo.RDM_LUNS}
     ordered = sorted(arrays, key=lambda a: a["name"] not in rdm_arrays)
     naas_known = False
@@ -325,6 +360,8 @@ def _seed_arrays(directory: Path, session: requests.Session, arrays: list[dict[s
         )
         if r.status_code not in (201, 409):
             raise LabError(f"seeding {a['name']} failed: HTTP {r.status_code} {r.text}")
+        if a["name"] == topo.SCALE_DATASTORE.array and scale_vms:
+            _scale_marker(a).write_text(f"{scale_vms}\n")
         _seed_marker(a).write_text(f"{SEED_VERSION}\n")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -348,8 +385,10 @@ def vcenter_config(
     arrays: list[dict[str, Any]],
     fabrics: dict[str, dict[str, Any]],
     tools_delay_s: float,
+    scale_vms: int = 0,
 ) -> dict[str, Any]:
-    """Return the lab vCenter's config: topology, targets, production NFS mounts and VMs."""
+    """Return the lab vCenter's config: topology, targets, production NFS mounts and VMs
+    (with ``scale_vms`` > 0, the scale datastore's VMs too, not powered on)."""
     hosts = []
     for h in topo.HOSTS:
         targets: list[dict[str, Any]] = []
@@ -371,7 +410,7 @@ def vcenter_config(
             }
         )
     nfs_mounts = []
-    for ds in topo.DATASTORES:
+    for ds in topo.datastores(scale_vms):
         if ds.protocol != "nfs":
             continue
         export = next(
@@ -399,9 +438,9 @@ def vcenter_config(
             "host": vm.host,
             "folder": vm.folder,
             "pool": vm.pool,
-            "power_on": True,
+            "power_on": vm.power_on,
         }
-        for vm in topo.production_vms()
+        for vm in topo.production_vms(scale_vms)
     ]
     return {
         "listen": f"{LISTEN_HOST}:{port}",

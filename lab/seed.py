@@ -7,7 +7,8 @@ is, so a test can tell which snapshot a restore really used.
 Besides the three ordinary VMs of each datastore, the seed writes the case VMs of
 ``lab.topology.CASE_VMS`` (a VM with a disk on another datastore, one that names its disk by
 absolute path, one with a raw device mapping, two VMs with one name, a DHCP guest) and the
-raw LUNs of ``lab.topology.RDM_LUNS``.
+raw LUNs of ``lab.topology.RDM_LUNS``; with ``scale_vms`` N > 0, also the scale datastore
+(``lab.topology.SCALE_DATASTORE``) and its N VMs, written like the ordinary ones.
 """
 
 from __future__ import annotations
@@ -175,16 +176,19 @@ def _write(root: Path, rel: str, content: bytes) -> None:
     path.write_bytes(content)
 
 
-def write_generations(work: Path, volume_ids: dict[str, str], rdm_naas: dict[str, str]) -> None:
-    """Write every production VM's files, per datastore and generation, under ``work``.
+def write_generations(
+    work: Path, volume_ids: dict[str, str], rdm_naas: dict[str, str], scale_vms: int = 0
+) -> None:
+    """Write every production VM's files (the scale datastore's ``scale_vms`` VMs too), per
+    datastore and generation, under ``work``.
 
     ``work/<datastore>/gen<N>/`` is the datastore's content at generation N (every datastore
     directory exists, even one that holds no VM).
     """
-    for ds in topo.DATASTORES:
+    for ds in topo.datastores(scale_vms):
         for gen in GENERATIONS:
             (work / ds.name / f"gen{gen}").mkdir(parents=True, exist_ok=True)
-    for vm in topo.production_vms():
+    for vm in topo.production_vms(scale_vms):
         for gen in GENERATIONS:
             for ds_name, rel, content in vm_files(vm, gen, volume_ids, rdm_naas):
                 _write(work / ds_name / f"gen{gen}", rel, content)
@@ -216,13 +220,15 @@ def rdm_content(work: Path, lun: topo.RdmLun) -> Path:
 
 
 def build_seed(
-    work: Path, now: datetime | None = None
+    work: Path, now: datetime | None = None, scale_vms: int = 0
 ) -> tuple[dict[str, SeedSpec], dict[str, str]]:
     """Write the seed content under ``work``; return each array's seed spec and the
     datastores' /vmfs/volumes ids (for :func:`set_rdm_naas`).
 
-    RDM descriptors name ``UNKNOWN_NAA`` until :func:`set_rdm_naas` rewrites them.
+    With ``scale_vms`` N > 0 the scale datastore and its N VMs are part of it. RDM
+    descriptors name ``UNKNOWN_NAA`` until :func:`set_rdm_naas` rewrites them.
     """
+    datastores = topo.datastores(scale_vms)
     now = now or datetime.now(UTC)
     hosts = [
         SeedHost(name=h.name, iqn=h.iqn, wwpns=list(h.wwpns), vmk_ip=h.vmk_ip) for h in topo.HOSTS
@@ -230,12 +236,12 @@ def build_seed(
     specs: dict[str, SeedSpec] = {a.name: SeedSpec(hosts=hosts, volumes=[]) for a in topo.ARRAYS}
     vmfs = {
         ds.name: SeedVmfs(label=ds.name, uuid=vmfs_uuid())
-        for ds in topo.DATASTORES
+        for ds in datastores
         if ds.protocol != "nfs"
     }
-    volume_ids = {ds.name: production_volume_id(ds, vmfs.get(ds.name)) for ds in topo.DATASTORES}
-    write_generations(work, volume_ids, {})
-    for ds in topo.DATASTORES:
+    volume_ids = {ds.name: production_volume_id(ds, vmfs.get(ds.name)) for ds in datastores}
+    write_generations(work, volume_ids, {}, scale_vms)
+    for ds in datastores:
         dirs = {gen: work / ds.name / f"gen{gen}" for gen in GENERATIONS}
         snapshots = [
             SeedSnapshot(name=name, created=created, content=str(dirs[gen]))

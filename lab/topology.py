@@ -6,7 +6,7 @@ portals, NFS servers, guest IPs), is in 127.0.0.0/8.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DATACENTER = "lab-dc"
 CLUSTER = "lab-cluster"
@@ -97,6 +97,7 @@ class Vm:
     host: str
     ip: str
     case: str | None = None
+    power_on: bool = True  # powered on at boot (the scale datastore's VMs are not)
 
     @property
     def vmx(self) -> str:
@@ -198,14 +199,62 @@ CASES: dict[str, str] = {
 SNAPSHOT_AGES_H: tuple[int, ...] = (26, 2)
 
 
+#: ``lab up --scale-vms N``: a datastore of N powered-off VMs for the speed benchmark and
+#: the load tests. It is presented like ds-iscsi-01, through the cluster-wide host object:
+#: 3PAR refuses an initiator in two host objects, so per-host iSCSI host objects cannot exist
+#: beside it on primera1.
+SCALE_DATASTORE = Datastore(
+    "ds-scale-01",
+    "primera1",
+    "DS_SCALE_01",
+    "iscsi",
+    (),
+    "apps",
+    "rp-prod",
+    host_group=SHARED_HOST_OBJECT,
+)
+#: The most VMs ``--scale-vms`` accepts (their names have three digits)
+MAX_SCALE_VMS = 999
+#: Guest IPs of the scale VMs: 200 per /24 from 127.0.60.10 on (never contacted)
+_SCALE_IP_BLOCK = 200
+
+
+def check_scale_vms(scale_vms: int) -> int:
+    """Return ``scale_vms`` if it is a valid ``--scale-vms`` count (0..MAX_SCALE_VMS)."""
+    if isinstance(scale_vms, bool) or not isinstance(scale_vms, int):
+        raise ValueError(f"scale_vms must be an integer, not {scale_vms!r}")
+    if not 0 <= scale_vms <= MAX_SCALE_VMS:
+        raise ValueError(f"scale_vms must be between 0 and {MAX_SCALE_VMS}, not {scale_vms}")
+    return scale_vms
+
+
+def scale_vm_names(scale_vms: int) -> tuple[str, ...]:
+    """Return the names of the scale datastore's VMs: ``scale-001`` … ``scale-NNN``."""
+    return tuple(f"scale-{i:03d}" for i in range(1, check_scale_vms(scale_vms) + 1))
+
+
+def scale_guest_ip(index: int) -> str:
+    """Return the IP the guest of the ``index``-th scale VM (from 1) reports once powered on."""
+    block, offset = divmod(index - 1, _SCALE_IP_BLOCK)
+    return f"127.0.{60 + block}.{10 + offset}"
+
+
+def datastores(scale_vms: int = 0) -> tuple[Datastore, ...]:
+    """Return the production datastores: ``DATASTORES``, plus the scale datastore holding
+    ``scale_vms`` VMs when that is not 0."""
+    if not check_scale_vms(scale_vms):
+        return DATASTORES
+    return (*DATASTORES, replace(SCALE_DATASTORE, vms=scale_vm_names(scale_vms)))
+
+
 def array(name: str) -> Array:
     """Return the array called ``name``."""
     return next(a for a in ARRAYS if a.name == name)
 
 
-def datastore(name: str) -> Datastore:
+def datastore(name: str, scale_vms: int = 0) -> Datastore:
     """Return the production datastore called ``name``."""
-    return next(d for d in DATASTORES if d.name == name)
+    return next(d for d in datastores(scale_vms) if d.name == name)
 
 
 def guest_ip(vm_index: int) -> str:
@@ -213,11 +262,30 @@ def guest_ip(vm_index: int) -> str:
     return f"127.0.50.{10 + vm_index}"
 
 
-def production_vms() -> tuple[Vm, ...]:
-    """Return every production VM, ordinary ones first, then the case VMs.
+def production_vms(scale_vms: int = 0) -> tuple[Vm, ...]:
+    """Return every production VM, ordinary ones first, then the case VMs, then the
+    ``scale_vms`` VMs of the scale datastore.
 
-    The n-th VM runs on host ``n % 3`` and its guest reports ``guest_ip(n)``.
+    The n-th ordinary or case VM runs on host ``n % 3`` and its guest reports
+    ``guest_ip(n)``; the i-th scale VM (from 1) runs on host ``(i - 1) % 3``, is powered off
+    at boot and its guest reports ``scale_guest_ip(i)`` once powered on.
     """
+    return _base_vms() + tuple(
+        Vm(
+            name=name,
+            datastore=SCALE_DATASTORE.name,
+            directory=name,
+            folder=SCALE_DATASTORE.folder,
+            pool=SCALE_DATASTORE.pool,
+            host=HOSTS[(i - 1) % len(HOSTS)].name,
+            ip=scale_guest_ip(i),
+            power_on=False,
+        )
+        for i, name in enumerate(scale_vm_names(scale_vms), start=1)
+    )
+
+
+def _base_vms() -> tuple[Vm, ...]:
     placed: list[tuple[str, str, str, str, str, str | None]] = [
         (vm, ds.name, vm, ds.folder, ds.pool, None) for ds in DATASTORES for vm in ds.vms
     ]

@@ -7,14 +7,22 @@ lab-only endpoints documented in ``lab/README.md``:
 - ``GET /lab/fabric``  what hosts can see (lab.fabric.Fabric);
 - ``GET /lab/state``   the array's objects as JSON;
 - ``GET|DELETE /lab/calls``  counts of API operations served, keyed ``METHOD /path/{}``;
+- ``GET /lab/calls/log?since=SEQ``  each call with its start, end and HTTP status (DELETE
+  ``/lab/calls`` clears it too);
 - ``GET|POST|DELETE /lab/faults``  injected failures and delays;
+- ``GET|POST|DELETE /lab/latency``  delays for every call of some operations, until removed;
+- ``POST /lab/sessions/expire``  what a vendor does when its sessions expire;
 - ``POST /lab/seed``   create the production volumes of a fresh array (lab.fabric.SeedSpec).
 
 When it starts, an emulator pushes its fabric to the vCenter (a restarted array's exports
 come back on the hosts without waiting for a call or a rescan).
 
 Vendor handlers run one at a time under the emulator's lock (a real array serialises a
-session's requests too); injected delays are served outside the lock.
+session's requests too); injected delays (fault rules and latency rules) are served outside
+the lock, so delayed calls overlap.
+
+Times in the call log are seconds since the epoch (floats), taken around the whole call:
+from its arrival to its answer, injected delays included.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import re
 import shutil
 import sys
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +57,9 @@ from lab.fabric import Fabric, SeedSpec
 log = logging.getLogger("lab.arrays")
 
 _PARAM = re.compile(r"\{[^}]+\}")
+
+#: How many calls ``GET /lab/calls/log`` keeps (the latest ones)
+MAX_CALL_LOG = 20000
 
 
 class ArrayConfig(BaseModel):
@@ -139,6 +151,101 @@ class FaultRules:
         return 0.0, None
 
 
+class LatencyRule(BaseModel):
+    """One rule of ``POST /lab/latency``: delay every call of ``operation`` by ``delay_s``."""
+
+    operation: str
+    delay_s: float = Field(ge=0)  # 0 removes the operation's latency
+
+
+class LatencyRequest(BaseModel):
+    """``POST /lab/latency`` body: ``{"rules": [{"operation", "delay_s"}, ...]}``."""
+
+    rules: list[LatencyRule]
+
+
+class LatencyRules:
+    """Thread-safe delays per operation; unlike fault rules they are not consumed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._delays: dict[str, float] = {}
+
+    def update(self, rules: list[LatencyRule]) -> None:
+        """Set each rule's operation to its delay (replacing an earlier one; 0 removes it)."""
+        with self._lock:
+            for rule in rules:
+                if rule.delay_s > 0:
+                    self._delays[rule.operation] = rule.delay_s
+                else:
+                    self._delays.pop(rule.operation, None)
+
+    def clear(self) -> None:
+        """Remove every delay."""
+        with self._lock:
+            self._delays.clear()
+
+    def delay(self, operation: str) -> float:
+        """Return the seconds every call of ``operation`` waits (0 when none is set)."""
+        with self._lock:
+            return self._delays.get(operation, 0.0)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Return the rules in force, sorted by operation."""
+        with self._lock:
+            return [{"operation": op, "delay_s": d} for op, d in sorted(self._delays.items())]
+
+
+class CallLog:
+    """The latest API calls: operation, path, start, end and HTTP status of each.
+
+    An entry is added when a call arrives (``end`` and ``status`` are None until it is
+    answered); ``seq`` numbers keep growing when the log is cleared.
+    """
+
+    def __init__(self, keep: int = MAX_CALL_LOG) -> None:
+        self._lock = threading.Lock()
+        self._entries: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._seq = 0
+
+    def begin(self, operation: str, path: str) -> dict[str, Any]:
+        """Record that a call of ``operation`` on ``path`` arrived now; return its entry."""
+        with self._lock:
+            self._seq += 1
+            entry: dict[str, Any] = {
+                "seq": self._seq,
+                "operation": operation,
+                "path": path,
+                "start": time.time(),
+                "end": None,
+                "status": None,
+            }
+            self._entries.append(entry)
+            return entry
+
+    def end(self, entry: dict[str, Any], status: int) -> None:
+        """Record that the call of ``entry`` was answered now with HTTP ``status``."""
+        with self._lock:
+            entry["end"] = time.time()
+            entry["status"] = status
+
+    def since(self, seq: int, operation: str | None = None) -> dict[str, Any]:
+        """Return ``{"last_seq", "calls"}``: the calls after ``seq`` (of ``operation`` only,
+        when given), oldest first."""
+        with self._lock:
+            calls = [
+                dict(e)
+                for e in self._entries
+                if e["seq"] > seq and (operation is None or e["operation"] == operation)
+            ]
+            return {"last_seq": self._seq, "calls": calls}
+
+    def clear(self) -> None:
+        """Forget every entry (sequence numbers go on from where they were)."""
+        with self._lock:
+            self._entries.clear()
+
+
 class ContentStore:
     """Directories that hold volume, snapshot and clone content (real files)."""
 
@@ -193,6 +300,8 @@ class ArrayEmulator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.content = ContentStore(self.state_dir / "content")
         self.rules = FaultRules()
+        self.latency = LatencyRules()
+        self.call_log = CallLog()
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         self._fabric_dirty = False
@@ -228,6 +337,12 @@ class ArrayEmulator:
 
     def lab_state(self) -> dict[str, Any]:
         """Return the array's objects for tests (see lab/README.md for the common keys)."""
+        raise NotImplementedError
+
+    def expire_sessions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Do what the vendor's array does when its sessions expire (``POST
+        /lab/sessions/expire``, the lock held); return what was done. Raise ValueError for
+        a body the vendor does not accept."""
         raise NotImplementedError
 
     # ---- helpers for vendors -----------------------------------------------------------------
@@ -298,33 +413,44 @@ class ArrayEmulator:
 
     def _wrap(self, endpoint: _Endpoint):
         async def handle(request: Request) -> Response:
-            with self._calls_lock:
-                self.calls[endpoint.operation] += 1
-            delay, error = self.rules.take(endpoint.operation)
-            if delay:
-                await asyncio.sleep(delay)
-            if error is not None:
-                return self.error_response(error, f"lab: injected failure ({error})")
-            raw = await request.body()
-            body: Any = None
-            if raw:
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = None
-            call = Call(
-                method=request.method,
-                path=request.url.path,
-                params=dict(request.path_params),
-                query=request.query_params,
-                headers=request.headers,
-                body=body,
-                raw_body=raw,
-                client=request.client.host if request.client else "",
-            )
-            return await run_in_threadpool(self._run, endpoint, call)
+            entry = self.call_log.begin(endpoint.operation, request.url.path)
+            status = 500  # an exception escaping the handler is answered 500 by Starlette
+            try:
+                response = await self._serve(endpoint, request)
+                status = response.status_code
+                return response
+            finally:
+                self.call_log.end(entry, status)
 
         return handle
+
+    async def _serve(self, endpoint: _Endpoint, request: Request) -> Response:
+        with self._calls_lock:
+            self.calls[endpoint.operation] += 1
+        delay, error = self.rules.take(endpoint.operation)
+        delay += self.latency.delay(endpoint.operation)  # both apply
+        if delay:
+            await asyncio.sleep(delay)
+        if error is not None:
+            return self.error_response(error, f"lab: injected failure ({error})")
+        raw = await request.body()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        call = Call(
+            method=request.method,
+            path=request.url.path,
+            params=dict(request.path_params),
+            query=request.query_params,
+            headers=request.headers,
+            body=body,
+            raw_body=raw,
+            client=request.client.host if request.client else "",
+        )
+        return await run_in_threadpool(self._run, endpoint, call)
 
     # ---- lab endpoints -----------------------------------------------------------------------
 
@@ -342,7 +468,64 @@ class ArrayEmulator:
         with self._calls_lock:
             if request.method == "DELETE":
                 self.calls.clear()
+                self.call_log.clear()
             return JSONResponse(dict(self.calls))
+
+    async def _lab_call_log(self, request: Request) -> Response:
+        try:
+            since = int(request.query_params.get("since", "0") or 0)
+        except ValueError:
+            return JSONResponse({"error": "since must be an integer"}, status_code=400)
+        operation = request.query_params.get("operation") or None
+        return JSONResponse(self.call_log.since(since, operation))
+
+    def _unknown_operation(self, operation: str) -> Response | None:
+        if operation in self.operations():
+            return None
+        return JSONResponse(
+            {"error": f"unknown operation {operation!r}", "operations": self.operations()},
+            status_code=400,
+        )
+
+    async def _lab_latency(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.latency.clear()
+        elif request.method == "POST":
+            try:
+                req = LatencyRequest.model_validate_json(await request.body())
+            except ValidationError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            ops = [r.operation for r in req.rules]
+            if len(set(ops)) != len(ops):
+                return JSONResponse(
+                    {"error": "each operation may appear once per request"}, status_code=400
+                )
+            for op in ops:  # refuse the whole request before applying any of it
+                if (refused := self._unknown_operation(op)) is not None:
+                    return refused
+            self.latency.update(req.rules)
+            return JSONResponse({"rules": self.latency.snapshot()}, status_code=201)
+        return JSONResponse({"rules": self.latency.snapshot()})
+
+    async def _lab_expire_sessions(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return JSONResponse({"error": "expected a JSON object"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "expected a JSON object"}, status_code=400)
+
+        def run() -> Response:
+            with self.lock:
+                try:
+                    done = self.expire_sessions(body)
+                except ValueError as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+                self.save()
+            return JSONResponse(done)
+
+        return await run_in_threadpool(run)
 
     async def _lab_faults(self, request: Request) -> Response:
         if request.method == "DELETE":
@@ -354,11 +537,8 @@ class ArrayEmulator:
             rule = FaultRule.model_validate_json(await request.body())
         except ValidationError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        if rule.operation not in self.operations():
-            return JSONResponse(
-                {"error": f"unknown operation {rule.operation!r}", "operations": self.operations()},
-                status_code=400,
-            )
+        if (refused := self._unknown_operation(rule.operation)) is not None:
+            return refused
         if rule.error is not None and not 400 <= rule.error <= 599:
             return JSONResponse({"error": "error must be an HTTP status 400-599"}, status_code=400)
         self.rules.add(rule)
@@ -406,7 +586,10 @@ class ArrayEmulator:
             Route("/lab/fabric", self._lab_fabric, methods=["GET"]),
             Route("/lab/state", self._lab_state, methods=["GET"]),
             Route("/lab/calls", self._lab_calls, methods=["GET", "DELETE"]),
+            Route("/lab/calls/log", self._lab_call_log, methods=["GET"]),
             Route("/lab/faults", self._lab_faults, methods=["GET", "POST", "DELETE"]),
+            Route("/lab/latency", self._lab_latency, methods=["GET", "POST", "DELETE"]),
+            Route("/lab/sessions/expire", self._lab_expire_sessions, methods=["POST"]),
             Route("/lab/seed", self._lab_seed, methods=["POST"]),
         ]
         by_path: dict[str, list[_Endpoint]] = {}

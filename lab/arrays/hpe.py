@@ -14,7 +14,8 @@ Every call below ``/api/v1`` except login needs the ``X-HP3PAR-WSAPI-SessionKey`
 Errors are ``{"code": <int>, "desc": <str>[, "ref": <str>]}`` with the documented HTTP status.
 
 Config knobs beyond :class:`~lab.arrays.base.ArrayConfig`: ``extra["session_idle_timeout_s"]``
-(default 900, the documented 15 minutes) so tests can watch keys expire.
+(default 900, the documented 15 minutes) so tests can watch keys expire;
+``POST /lab/sessions/expire`` drops every key at once.
 
 Choices where the reference (``array-apis.md`` §1) is silent or says "⚠ verify":
 
@@ -634,6 +635,16 @@ class HpeEmulator(ArrayEmulator):
         return JSONResponse(
             {"key": key}, status_code=201, headers={"Location": f"/api/v1/credentials/{key}"}
         )
+
+    def expire_sessions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /lab/sessions/expire``: drop every session key, as when they time out (the
+        next call with one is answered 403 INV_SESS_KEY); takes no parameters."""
+        if body:
+            raise ValueError("primera: /lab/sessions/expire takes no parameters")
+        sessions = self.state["sessions"]
+        expired = len(sessions)
+        sessions.clear()
+        return {"expired": expired}
 
     def logout(self, call: Call) -> Response:
         """``DELETE /credentials/<key>``: end that session (403 INV_SESS_KEY if unknown)."""

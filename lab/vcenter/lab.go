@@ -118,13 +118,25 @@ func (l *Lab) record(e StorageEvent) {
 	}
 }
 
-// describeCall names the host and the main argument of a SOAP call, for the call log.
-func (l *Lab) describeCall(m *simulator.Method) (host, arg string) {
+// describeCall names the host and the main argument of a SOAP call, for the call log, and
+// for a call on a VM (or a registration on a host), the host that VM runs on (vmHost).
+func (l *Lab) describeCall(m *simulator.Method) (host, arg, vmHost string) {
 	// hostBySystem and hostByRef are fixed after start-up: no lock needed.
 	if h := l.hostBySystem[m.This.Value]; h != nil {
 		host = h.Name
 	} else if h := l.hostByRef[m.This.Value]; h != nil {
 		host = h.Name
+	}
+	if m.This.Type == "VirtualMachine" {
+		if vm, ok := simulator.Map.Get(m.This).(*simulator.VirtualMachine); ok {
+			simulator.Map.WithLock(vm, func() {
+				if vm.Runtime.Host != nil {
+					if h := l.hostByRef[vm.Runtime.Host.Value]; h != nil {
+						vmHost = h.Name
+					}
+				}
+			})
+		}
 	}
 	switch req := m.Body.(type) {
 	case *types.RescanHba:
@@ -141,10 +153,15 @@ func (l *Lab) describeCall(m *simulator.Method) (host, arg string) {
 		arg = req.Spec.RemoteHost + ":" + req.Spec.RemotePath
 	case *types.RegisterVM_Task:
 		arg = req.Path
+		if req.Host != nil {
+			if h := l.hostByRef[req.Host.Value]; h != nil {
+				vmHost = h.Name
+			}
+		}
 	case *types.RenameDatastore:
 		arg = req.NewName
 	}
-	return host, arg
+	return host, arg, vmHost
 }
 
 // taskEntity returns the managed entity a task about object ref should report: the

@@ -110,6 +110,8 @@ func (s *soapLayer) labMux() *http.ServeMux {
 		}
 		writeJSON(w, 200, map[string]interface{}{"faults": out})
 	})
+	mux.HandleFunc("/lab/latency", s.serveLatency)
+	mux.HandleFunc("/lab/sessions/expire", s.serveExpireSessions)
 	mux.HandleFunc("/lab/fabric-changed", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.WriteHeader(http.StatusMethodNotAllowed)

@@ -10,9 +10,12 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime/debug"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
@@ -59,6 +62,7 @@ func (s *soapLayer) writeBusy(w http.ResponseWriter, m *simulator.Method, runnin
 func (s *soapLayer) startLongTask(w http.ResponseWriter, r *http.Request, body []byte, m *simulator.Method,
 	kind string, d time.Duration, seq int64) {
 	if !s.authenticated(r) {
+		s.note(seq, "NotAuthenticated")
 		s.writeNotAuthenticated(w, m)
 		return
 	}
@@ -78,7 +82,7 @@ func (s *soapLayer) startLongTask(w http.ResponseWriter, r *http.Request, body [
 	header := r.Header.Clone()
 	go func() {
 		time.Sleep(d)
-		inner, f := s.perform(m, header, body, kind)
+		inner, f := s.performSafely(m, header, body, kind)
 		if isVM {
 			s.setBusy(m.This.Value, nil)
 		}
@@ -99,6 +103,19 @@ var (
 	faultString   = regexp.MustCompile(`<faultstring>([^<]*)</faultstring>`)
 	faultType     = regexp.MustCompile(`<detail>\s*<[^>]*xsi:type="([A-Za-z0-9_]+)"`)
 )
+
+// performSafely is perform, with a panic of the simulator (which net/http would recover
+// for a call served at once) turned into a SystemError of the task instead of ending the
+// process.
+func (s *soapLayer) performSafely(m *simulator.Method, header http.Header, body []byte, kind string) (ref types.ManagedObjectReference, f *soap.Fault) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Printf("%s on %s:%s panicked in the simulator: %v\n%s", m.Name, m.This.Type, m.This.Value, p, debug.Stack())
+			ref, f = types.ManagedObjectReference{}, fault(fmt.Sprintf("the simulator failed: %v", p), &types.SystemError{Reason: fmt.Sprint(p)})
+		}
+	}()
+	return s.perform(m, header, body, kind)
+}
 
 // perform does the work of a delayed _Task call: the lab's override or the simulator's
 // method; it returns the task that did it, or the call's fault.

@@ -44,14 +44,31 @@ type callCtx struct {
 // override serves one SOAP method; it returns the response's returnval (nil for void) or a fault.
 type override func(c *callCtx) (interface{}, *soap.Fault)
 
+// callEntry is one call of the call log. Start, End, ReplyEnd and TaskEnd are seconds since
+// the epoch: Start when the request arrived, ReplyEnd when its SOAP reply was written
+// (injected delays included), End when the call was over: the reply, or for a _Task method
+// whose task was still running at the reply, the task's end (then also TaskEnd). End is nil
+// until then.
 type callEntry struct {
-	Seq    int64     `json:"seq"`
-	Time   time.Time `json:"time"`
-	Method string    `json:"method"`
-	This   string    `json:"this"`
-	Host   string    `json:"host,omitempty"`
-	Arg    string    `json:"arg,omitempty"`
-	Fault  string    `json:"fault,omitempty"`
+	Seq      int64     `json:"seq"`
+	Time     time.Time `json:"time"`
+	Start    float64   `json:"start"`
+	End      *float64  `json:"end"`
+	ReplyEnd *float64  `json:"reply_end"`
+	TaskEnd  *float64  `json:"task_end,omitempty"`
+	Task     string    `json:"task,omitempty"`
+	Method   string    `json:"method"`
+	This     string    `json:"this"`
+	Host     string    `json:"host,omitempty"`
+	VMHost   string    `json:"vm_host,omitempty"` // the host of the VM a call acts on
+	Arg      string    `json:"arg,omitempty"`
+	Fault    string    `json:"fault,omitempty"`
+}
+
+// epoch returns t as seconds since the epoch.
+func epoch(t time.Time) *float64 {
+	v := float64(t.UnixNano()) / 1e9
+	return &v
 }
 
 type faultRule struct {
@@ -70,19 +87,25 @@ type soapLayer struct {
 	next      http.Handler
 	overrides map[string]override
 
-	mu     sync.Mutex
-	counts map[string]int64
-	log    []callEntry
-	seq    int64
-	rules  []*faultRule
-	busy   map[string]types.ManagedObjectReference // VM moref value -> its running long task
+	mu      sync.Mutex
+	counts  map[string]int64
+	log     []callEntry
+	seq     int64
+	rules   []*faultRule
+	latency map[string]float64                      // method -> seconds every call of it waits
+	busy    map[string]types.ManagedObjectReference // VM moref value -> its running long task
+	watch   map[string][]int64                      // task moref value -> calls waiting for its end
+	expired map[string]bool                         // keys of the sessions /lab/sessions/expire ended
 }
 
 const maxCallLog = 20000
 
 func newSoapLayer(lab *Lab, next http.Handler) *soapLayer {
-	return &soapLayer{lab: lab, next: next, overrides: map[string]override{}, counts: map[string]int64{},
-		busy: map[string]types.ManagedObjectReference{}}
+	s := &soapLayer{lab: lab, next: next, overrides: map[string]override{}, counts: map[string]int64{},
+		latency: map[string]float64{}, busy: map[string]types.ManagedObjectReference{},
+		watch: map[string][]int64{}, expired: map[string]bool{}}
+	taskEndHook = s.taskEnded
+	return s
 }
 
 func (s *soapLayer) handle(objType, method string, fn override) {
@@ -98,6 +121,7 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.next.ServeHTTP(w, r)
 		return
 	}
+	arrived := time.Now()
 	body, err := io.ReadAll(r.Body)
 	_ = r.Body.Close()
 	if err != nil {
@@ -114,12 +138,23 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.next.ServeHTTP(w, r)
 		return
 	}
-	seq := s.record(method)
+	seq := s.record(method, arrived)
+	isTask := strings.HasSuffix(method.Name, "_Task")
+	lw := &logWriter{ResponseWriter: w, capture: isTask}
+	w = lw
+	defer s.finish(seq, lw)
 	delay, faultKind, duration := s.take(method.Name)
+	if lat := s.latencyOf(method.Name); lat > 0 {
+		if isTask { // the task is returned running; its work is done when the latency is over
+			duration += lat
+		} else {
+			delay += lat
+		}
+	}
 	if delay > 0 {
 		time.Sleep(delay)
 	}
-	if duration > 0 && strings.HasSuffix(method.Name, "_Task") {
+	if duration > 0 && isTask {
 		s.startLongTask(w, r, body, method, faultKind, duration, seq)
 		return
 	}
@@ -128,8 +163,14 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeInjected(w, method, faultKind)
 		return
 	}
+	if s.sessionExpired(r, method) {
+		s.note(seq, "NotAuthenticated")
+		s.writeNotAuthenticated(w, method)
+		return
+	}
 	if task, busy := s.busyWith(method); busy {
 		if !s.authenticated(r) {
+			s.note(seq, "NotAuthenticated")
 			s.writeNotAuthenticated(w, method)
 			return
 		}
@@ -139,6 +180,7 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if fn := s.overrides[method.This.Type+"."+method.Name]; fn != nil {
 		if !s.authenticated(r) {
+			s.note(seq, "NotAuthenticated")
 			s.writeNotAuthenticated(w, method)
 			return
 		}
@@ -176,16 +218,17 @@ func (s *soapLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.next.ServeHTTP(w, r)
 }
 
-// record counts a call and appends it to the call log; it returns the log sequence number.
-func (s *soapLayer) record(m *simulator.Method) int64 {
-	host, arg := s.lab.describeCall(m)
+// record counts a call that arrived at t and appends it to the call log; it returns the log
+// sequence number.
+func (s *soapLayer) record(m *simulator.Method, t time.Time) int64 {
+	host, arg, vmHost := s.lab.describeCall(m)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts[m.Name]++
 	s.seq++
 	s.log = append(s.log, callEntry{
-		Seq: s.seq, Time: time.Now().UTC(), Method: m.Name,
-		This: m.This.Type + ":" + m.This.Value, Host: host, Arg: arg,
+		Seq: s.seq, Time: t.UTC(), Start: *epoch(t), Method: m.Name,
+		This: m.This.Type + ":" + m.This.Value, Host: host, VMHost: vmHost, Arg: arg,
 	})
 	if len(s.log) > maxCallLog {
 		s.log = s.log[len(s.log)-maxCallLog:]
@@ -193,14 +236,23 @@ func (s *soapLayer) record(m *simulator.Method) int64 {
 	return s.seq
 }
 
+// entry returns the call log entry seq, or nil once the log dropped it (s.mu held).
+func (s *soapLayer) entry(seq int64) *callEntry {
+	for i := len(s.log) - 1; i >= 0; i-- {
+		if s.log[i].Seq == seq {
+			return &s.log[i]
+		} else if s.log[i].Seq < seq {
+			break
+		}
+	}
+	return nil
+}
+
 func (s *soapLayer) note(seq int64, fault string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := len(s.log) - 1; i >= 0; i-- {
-		if s.log[i].Seq == seq {
-			s.log[i].Fault = fault
-			return
-		}
+	if e := s.entry(seq); e != nil {
+		e.Fault = fault
 	}
 }
 

@@ -159,7 +159,9 @@ func (l *Lab) startTask(entity types.ManagedObjectReference, op string) *simulat
 
 // finishTask ends a running task with outcome (nil: success).
 func finishTask(task *simulator.Task, outcome *soap.Fault) {
-	changes := []types.PropertyChange{{Name: "info.completeTime", Val: time.Now()}}
+	now := time.Now()
+	defer notifyTaskEnd(task.Self, now)
+	changes := []types.PropertyChange{{Name: "info.completeTime", Val: now}}
 	if outcome != nil {
 		changes = append(changes,
 			types.PropertyChange{Name: "info.state", Val: types.TaskInfoStateError},
@@ -189,8 +191,10 @@ func adoptOutcome(outer *simulator.Task, inner types.ManagedObjectReference) {
 	}
 	var info types.TaskInfo
 	simulator.Map.WithLock(t, func() { info = t.Info })
+	now := time.Now()
+	defer notifyTaskEnd(outer.Self, now)
 	changes := []types.PropertyChange{
-		{Name: "info.completeTime", Val: time.Now()},
+		{Name: "info.completeTime", Val: now},
 		{Name: "info.state", Val: info.State},
 		{Name: "info.result", Val: info.Result},
 	}

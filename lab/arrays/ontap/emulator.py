@@ -7,6 +7,10 @@ and ``lab_state``.
 
 Every ``/api`` call needs HTTP Basic credentials (``config.user``/``config.password``); a
 missing or wrong ``Authorization`` header is answered ``401`` with an ONTAP error body.
+ONTAP REST has no sessions to expire (Basic authentication is checked on every call):
+``POST /lab/sessions/expire {"times": N}`` makes the next N calls answer that ``401``
+whatever credentials they carry, as after the password was rotated under a client that
+cached it, until the client's credentials are valid again.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
 
     def __init__(self, config: ArrayConfig):
         super().__init__(config)
+        self._unauthorized_calls = 0  # POST /lab/sessions/expire: calls still to refuse
         self.start_jobs()
 
     # ---- base-class contract -------------------------------------------------------------------
@@ -129,13 +134,29 @@ class OntapEmulator(JobsMixin, StorageMixin, SanMixin, NasMixin, ArrayEmulator):
 
     def _authenticated(self, handler: Callable[[Call], Response]) -> Callable[[Call], Response]:
         def run(call: Call) -> Response:
-            if not self._credentials_ok(call.headers.get("authorization", "")):
+            expired = self._unauthorized_calls > 0  # handlers run under the emulator's lock
+            if expired:
+                self._unauthorized_calls -= 1
+            if expired or not self._credentials_ok(call.headers.get("authorization", "")):
                 raise OntapError(401, "not authorized for that command", hal.NOT_AUTHORIZED)
             hal.return_timeout(call.query)  # a bad value is refused before anything else
             return handler(call)
 
         run.__doc__ = handler.__doc__
         return run
+
+    def expire_sessions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /lab/sessions/expire {"times": N}`` (N ≥ 1, default 1): the next N API calls
+        are answered 401 whatever their credentials (ONTAP has no sessions; this is what a
+        client holding rotated credentials sees). Replaces a count still pending."""
+        unknown = sorted(set(body) - {"times"})
+        if unknown:
+            raise ValueError(f"ontap: unknown parameter {unknown[0]!r} (only 'times')")
+        times = body.get("times", 1)
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError("ontap: times must be an integer ≥ 1")
+        self._unauthorized_calls = times
+        return {"unauthorized_calls": times}
 
     def _credentials_ok(self, header: str) -> bool:
         scheme, _, value = header.partition(" ")
