@@ -65,7 +65,7 @@ def measure(info: dict[str, Any], tmp: Path, database_url: str | None, runs: int
             run = api_request(
                 "POST",
                 f"{api}/deployments/{dep['id']}/create_flow_run",
-                json={"parameters": {"vms": ds["vms"], "finish": "stop"}},
+                json={"parameters": {"vms": ds["vms"]}},
             ).json()
             while True:
                 run = api_request("GET", f"{api}/flow_runs/{run['id']}").json()
@@ -86,6 +86,11 @@ def measure(info: dict[str, Any], tmp: Path, database_url: str | None, runs: int
                     "api_to_end_s": round(total, 2),
                     "flow_run_time_s": round(run.get("total_run_time") or 0, 2),
                     "flow_start_to_power_on_s": max(power_on) if power_on else None,
+                    **(
+                        {}
+                        if run["state"]["type"] == "COMPLETED"
+                        else {"message": run["state"]["message"]}
+                    ),
                 }
             )
         return out
@@ -99,6 +104,7 @@ def main() -> None:
     """Measure on both backends and write the figures."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     args = parser.parse_args()
     from tests.support.postgres import start_postgres
 
@@ -111,7 +117,8 @@ def main() -> None:
         pg = start_postgres()
         try:
             pg.create_database("bench")
-            for backend, url in (("sqlite", None), ("postgresql", pg.url("bench"))):
+            backends = (("sqlite", None), ("postgresql", pg.url("bench")))
+            for backend, url in [b for b in backends if b[0] in args.backends]:
                 runs = measure(info, tmp / backend, url, args.runs)
                 figures[backend] = {
                     "runs": runs,

@@ -13,7 +13,7 @@ import ipaddress
 import time
 from typing import Literal
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -138,8 +138,8 @@ def verify_vm(
     out = VmOutcome(vm=vm.key, host=group.host)
     start = time.monotonic()
     try:
-        with tags(f"esxi-{group.host}"):  # per step, never on this wrapper (see restore_vm)
-            ref = restore_steps(vcenter, plan, vm, group, copies, tag, time.time(), out)
+        # slots are taken by its steps, never by this wrapper (flows/slots.py)
+        ref = restore_steps(vcenter, plan, vm, group, copies, tag, time.time(), out)
     except Exception as exc:
         result.restored_as, result.moref = out.restored_as, out.moref
         result.reason = f"error: {brief(exc)}"

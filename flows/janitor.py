@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from blocks.arrays import StorageArray
@@ -23,7 +23,7 @@ from blocks.errors import brief
 from blocks.models import AccessObject, CopyTag, SnapshotCopy
 from blocks.registry import load_arrays, saved_array_names
 from blocks.vcenter import VCenterCredentials
-from flows import teardown
+from flows import slots, teardown
 from flows.identity import server_id
 from flows.restore import warn_insecure
 from flows.teardown import Step, Unit
@@ -160,7 +160,7 @@ class Janitor:
         nfs: dict[str, list[str]] = {}
         for name, array in self.arrays.items():
             try:
-                with tags(f"array-{name}"):
+                with slots.on_array(name):
                     copies = jt.list_tagged_copies(array)
                     if any(c.nfs_path for c in copies):
                         nfs[name] = at.describe_array(array).nfs_servers
@@ -179,7 +179,7 @@ class Janitor:
             if name in self.unlisted:
                 continue
             try:
-                with tags(f"array-{name}"):
+                with slots.on_array(name):
                     found += [(array, a) for a in at.list_access(array)]
             except Exception as exc:
                 self.fail(name, "array", name, "list tagged host objects and igroups", exc)
@@ -215,7 +215,7 @@ class Janitor:
                             d.host,
                             "detach",
                             lambda h=d.host, n=ds.naa: vt.detach_lun(self.vc, h, n),
-                            (f"esxi-{d.host}",),
+                            slots.host_tags(d.host),
                         )
                     )
             for d in devices:
@@ -227,7 +227,7 @@ class Janitor:
                             d.host,
                             f"rescan the {protocol} adapters so the device goes away",
                             lambda h=d.host, p=protocol: vt.rescan_adapters(self.vc, h, p),
-                            (f"esxi-{d.host}",),
+                            slots.host_tags(d.host),
                             needed=False,
                         )
                     )
@@ -263,7 +263,7 @@ class Janitor:
                 vm.host or "",
                 "power off and unregister (its snapshot copy is gone)",
                 lambda: teardown.discard_vm(self.vc, vm),
-                (f"esxi-{vm.host}",) if vm.host else (),
+                (),  # no slot: power-off and unregistration are light
             )
         )
         return unit
@@ -285,7 +285,7 @@ class Janitor:
                 array.name,
                 "remove (nothing is exported through it)",
                 lambda: at.remove_access(array, access),
-                (f"array-{array.name}",),
+                slots.array_tags(array.name),
             )
         )
         return unit

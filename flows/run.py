@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import get_run_logger, tags
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel
@@ -20,7 +20,7 @@ from blocks.arrays import StorageArray
 from blocks.errors import brief
 from blocks.models import CopyTag, Presentation, SnapshotCopy
 from blocks.vcenter import VCenterCredentials
-from flows import teardown
+from flows import slots, teardown
 from flows.effects import Effects, Kind
 from flows.identity import current_attempt, server_id
 from flows.params import Operation, OtherDisks, Verify
@@ -47,7 +47,8 @@ class VmOutcome(BaseModel):
     host: str = ""
     datastore: str = ""
     state: str = "planned"
-    seconds_to_power_on: float | None = None
+    seconds_to_power_on: float | None = None  # from the run's start
+    seconds_to_verified: float | None = None  # to the tools heartbeat
     tools: str | None = None
     ip: str | None = None
     files: list[str] = []
@@ -150,18 +151,18 @@ def restore_vm(
     started_at: float,
 ) -> VmOutcome:
     """Carry out the operation for one VM from the mounted copies."""
-    # The host's concurrency limit applies to each vSphere step, not to this wrapper: a
+    # Slots are taken by the heavy steps inside (flows/slots.py), never by this wrapper: a
     # wrapper holding a slot while its own steps wait for one deadlocks at the limit.
     datastore = copies[group.key]
     out = VmOutcome(vm=vm.key, host=group.host, datastore=datastore.name)
     request = plan.request
     try:
-        with tags(f"esxi-{group.host}"):
-            running = restore_steps(vcenter, plan, vm, group, copies, tag, started_at, out)
+        running = restore_steps(vcenter, plan, vm, group, copies, tag, started_at, out)
         if running is not None and request.verify == Verify.tools:
             # waiting for the guest is no work for the host: no slot
             seen = vt.wait_for_tools(vcenter, running, want_ip=False)
             out.tools, out.ip = seen["tools"], seen["ip"]
+            out.seconds_to_verified = round(time.time() - started_at, 2)
         if running is not None and request.operation == Operation.instant_recovery:
             out.state = "verified" if request.verify == Verify.tools else "powered on"
     except KeepsRunning as exc:  # kept: its state says what vCenter still does
@@ -188,14 +189,15 @@ def restore_steps(
     request = plan.request
     datastore = copies[group.key]
     if request.operation == Operation.vm_files:
-        out.files = vt.copy_vm_files(
-            vcenter,
-            datastore.name,
-            vm.folder,
-            request.files,
-            vm.target_datastore or vm.datastore,
-            vm.target_folder or f"{vm.new_name}-files",
-        )
+        with slots.on_host(group.host):
+            out.files = vt.copy_vm_files(
+                vcenter,
+                datastore.name,
+                vm.folder,
+                request.files,
+                vm.target_datastore or vm.datastore,
+                vm.target_folder or f"{vm.new_name}-files",
+            )
         out.state, out.datastore, out.kept = "files copied", vm.target_datastore or "", True
         return None
     out.notes += vt.prepare_vmx(
@@ -211,7 +213,8 @@ def restore_steps(
     if request.operation == Operation.full_restore:
         target = vm.target_datastore or vm.datastore
         try:
-            vt.relocate_vm(vcenter, ref, target, disk_moves(vm, copies, plan))
+            with slots.on_host(group.host):
+                vt.relocate_vm(vcenter, ref, target, disk_moves(vm, copies, plan))
         except Exception as exc:
             if not still_running(exc):
                 raise
@@ -225,14 +228,15 @@ def restore_steps(
         vt.mark_kept(vcenter, ref, vm_tag)
         out.datastore, out.kept, out.state = target, True, "restored"
         if request.replace_original and vm.original:
-            ref = _replace_original(vcenter, vm, ref, out)
+            ref = _replace_original(vcenter, vm, group.host, ref, out)
             answer = "moved"
             if vm.network == "disconnect" and vm.network_auto:
                 # it takes the original's place, which no longer runs: connected as it was
                 vt.connect_nics(vcenter, ref)
                 out.notes.append("NICs connected again: the original it replaces is off")
     if request.power_on:
-        vt.power_on_vm(vcenter, ref, answer)
+        with slots.on_host(group.host):
+            vt.power_on_vm(vcenter, ref, answer)
         out.seconds_to_power_on = round(time.time() - started_at, 2)
         out.state = (
             "running" if request.operation == Operation.instant_recovery else "restored, running"
@@ -255,7 +259,7 @@ def _set_network(
 
 
 def _replace_original(
-    vcenter: VCenterCredentials, vm: VmPlan, restored: VmRef, out: VmOutcome
+    vcenter: VCenterCredentials, vm: VmPlan, host: str, restored: VmRef, out: VmOutcome
 ) -> VmRef:
     """Give the original VM's name to the restored one and unregister the original (its
     files stay). Until that last step, a failed step puts the original back as it was."""
@@ -277,7 +281,8 @@ def _replace_original(
             vt.rename_vm(vcenter, VmRef(name=aside_name(vm), moref=original.moref), vm.name)
             out.original = f"not running ({files})"
             if was_on:
-                vt.power_on_vm(vcenter, original, "copied")
+                with slots.on_host(host):
+                    vt.power_on_vm(vcenter, original, "copied")
             out.original = None  # back as it was
         except Exception as undo:
             raise VSphereError(
@@ -325,7 +330,7 @@ class Restore:
         for gr in self.groups:
             g = gr.plan
             gr.copy_requested = True
-            with tags(f"array-{g.array}"):
+            with slots.on_array(g.array):
                 futures[g.key] = at.create_snapshot_copy.submit(
                     gr.array,
                     g.volume,
@@ -356,56 +361,59 @@ class Restore:
         g, copy = gr.plan, gr.copy
         assert copy is not None
         tag = self.tag.model_copy(update={"source": f"{g.volume.name}@{g.snapshot.name}"})
-        with tags(f"array-{g.array}", f"esxi-{g.host}"):
-            gr.presented = True
+        gr.presented = True
+        with slots.on_array(g.array):
             p = gr.presentation = at.present_copy(gr.array, copy, g.host_identity, g.protocol)
-            shared = f" (through {p.access}, shared with other hosts)" if p.shared_with else ""
-            self.effects.add(
-                Kind.presentation,
-                (g.array, copy.name),
-                f"{copy.name} presented over {g.protocol} to {g.host}{shared}",
+        shared = f" (through {p.access}, shared with other hosts)" if p.shared_with else ""
+        self.effects.add(
+            Kind.presentation,
+            (g.array, copy.name),
+            f"{copy.name} presented over {g.protocol} to {g.host}{shared}",
+        )
+        if p.shared_with:
+            self.log.warning(
+                "%s exports %s through %s, which also holds %s: those hosts see the copy "
+                "too; it is cleaned up on every host that sees it",
+                g.array,
+                copy.name,
+                p.access,
+                ", ".join(p.shared_with),
             )
-            if p.shared_with:
-                self.log.warning(
-                    "%s exports %s through %s, which also holds %s: those hosts see the copy "
-                    "too; it is cleaned up on every host that sees it",
-                    g.array,
-                    copy.name,
-                    p.access,
-                    ", ".join(p.shared_with),
-                )
-            if g.protocol == "nfs":
-                gr.copy = copy = copy.model_copy(update={"nfs_path": p.nfs_path})
+        if g.protocol == "nfs":
+            gr.copy = copy = copy.model_copy(update={"nfs_path": p.nfs_path})
+            with slots.on_host(g.host):
                 gr.datastore = vt.mount_nfs(
                     self.vc, g.host, p.nfs_server or "", p.nfs_path or "", g.mount_name, tag
                 )
-            else:
-                if g.protocol == "iscsi":
+        else:
+            if g.protocol == "iscsi":
+                with slots.on_host(g.host):
                     added = vt.ensure_static_targets(self.vc, g.host, p.iscsi_targets or g.portals)
-                    if added:
-                        self.effects.add(
-                            Kind.static_targets,
-                            (g.host,),
-                            f"iSCSI static targets added on {g.host} (kept: they may serve "
-                            "other LUNs)",
-                            kept=True,
-                        )
-                gr.rescanned = True
+                if added:
+                    self.effects.add(
+                        Kind.static_targets,
+                        (g.host,),
+                        f"iSCSI static targets added on {g.host} (kept: they may serve other LUNs)",
+                        kept=True,
+                    )
+            gr.rescanned = True
+            with slots.on_host(g.host):
                 vt.rescan_adapters(self.vc, g.host, g.protocol)
-                vt.find_copy_device(self.vc, g.host, copy.naa or "")
-                self.effects.add(
-                    Kind.device,
-                    (g.host, (copy.naa or "").lower()),
-                    f"device {copy.naa} on {g.host}",
-                )
+            vt.find_copy_device(self.vc, g.host, copy.naa or "")
+            self.effects.add(
+                Kind.device,
+                (g.host, (copy.naa or "").lower()),
+                f"device {copy.naa} on {g.host}",
+            )
+            with slots.on_host(g.host):
                 gr.datastore = vt.resignature_copy(
                     self.vc, g.host, copy.naa or "", g.mount_name, tag
                 )
-            self.effects.add(
-                Kind.datastore,
-                (g.host, gr.datastore.moref),
-                f"datastore {gr.datastore.name} mounted on {g.host}",
-            )
+        self.effects.add(
+            Kind.datastore,
+            (g.host, gr.datastore.moref),
+            f"datastore {gr.datastore.name} mounted on {g.host}",
+        )
 
     # ---- the VMs ---------------------------------------------------------------------------
 
@@ -625,8 +633,7 @@ class Restore:
         """Return this run's copy for the group if the array made it although the copy
         step failed (a timeout, or cancellation, after the create call), else None."""
         g = gr.plan
-        with tags(f"array-{g.array}"):
-            found = at.find_copy(gr.array, self._copy_name(gr))
+        found = at.find_copy(gr.array, self._copy_name(gr))  # a read: no slot
         if found is None or found.tag is None or found.tag.run != self.plan.restore_id:
             return None
         self.effects.add(Kind.copy, (g.array, found.name), f"copy {found.name} on {g.array}")

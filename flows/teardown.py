@@ -28,6 +28,7 @@ from blocks.arrays import StorageArray
 from blocks.errors import brief
 from blocks.models import CopyTag, SnapshotCopy
 from blocks.vcenter import VCenterCredentials
+from flows import slots
 from flows.effects import Kind
 from tasks import array_tasks as at
 from tasks import sweep
@@ -122,7 +123,7 @@ def copy_unit(
                     d.host,
                     "detach",
                     lambda h=d.host, n=d.naa: vt.detach_lun(vc, h, n),
-                    (f"esxi-{d.host}",),
+                    slots.host_tags(d.host),
                     undoes=(Kind.device, (d.host, d.naa.lower())),
                 )
             )
@@ -133,7 +134,7 @@ def copy_unit(
             array.name,
             "withdraw from every host",
             lambda: at.unpresent_everywhere(array, copy),
-            (f"array-{array.name}",),
+            slots.array_tags(array.name),
             undoes=(Kind.presentation, (array.name, copy.name)),
         )
     )
@@ -147,7 +148,7 @@ def copy_unit(
                 host,
                 f"rescan the {protocol} adapters so the device goes away",
                 lambda h=host, p=protocol: vt.rescan_adapters(vc, h, p),
-                (f"esxi-{host}",),
+                slots.host_tags(host),
                 needed=False,  # housekeeping: deleting the copy does not depend on it
             )
         )
@@ -158,7 +159,7 @@ def copy_unit(
             array.name,
             "delete",
             lambda: at.delete_copy(array, copy),
-            (f"array-{array.name}",),
+            slots.array_tags(array.name),
             undoes=(Kind.copy, (array.name, copy.name)),
         )
     )
@@ -193,7 +194,7 @@ def datastore_steps(
                     vm.host or "",
                     "power off and unregister",
                     lambda v=vm: discard_vm(vc, v),
-                    (f"esxi-{vm.host}",) if vm.host else (),
+                    (),  # no slot: power-off and unregistration are light
                     undoes=(Kind.vm, (vm.moref,)),
                 )
             )
@@ -216,7 +217,7 @@ def datastore_steps(
                     lambda h=m.host, r=ref, vmfs=vmfs: (
                         vt.unmount_vmfs(vc, h, r) if vmfs else vt.remove_nas_datastore(vc, h, r)
                     ),
-                    (f"esxi-{m.host}",),
+                    slots.host_tags(m.host),
                     undoes=(Kind.datastore, (m.host, ds.moref)),
                 )
             )

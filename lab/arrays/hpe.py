@@ -17,7 +17,7 @@ Config knobs beyond :class:`~lab.arrays.base.ArrayConfig`: ``extra["session_idle
 (default 900, the documented 15 minutes) so tests can watch keys expire;
 ``POST /lab/sessions/expire`` drops every key at once.
 
-Choices where the reference (``array-apis.md`` §1) is silent or says "⚠ verify":
+Choices where the WSAPI reference is silent or ambiguous (lab choices, not verified on an array):
 
 - createSnapshot answers ``200`` with no body and ``Location: /api/v1/volumes/<name>``
   (documented for WSAPI 1.2); base-volume, host and VLUN creation answer ``201`` + Location.

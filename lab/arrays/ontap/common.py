@@ -14,7 +14,7 @@ NAA_PREFIX = "naa.600a0980"
 MB = 2**20
 
 # Volume names: letters, digits and "_", starting with a letter or "_", at most 203 characters
-# (array-apis.md §0.2: inferred, ⚠ verify).
+# (inferred from the API reference, not verified on a real cluster).
 _VOLUME_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,202}$")
 # LUN base names and igroup / export-policy names (lab choice: ONTAP's documented character
 # sets are wider for igroups; these cover every name a restore tool needs).
