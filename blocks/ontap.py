@@ -215,7 +215,14 @@ def _usable(lif: dict[str, Any]) -> bool:
 
 
 class OntapSession:
-    """A connection to one ONTAP cluster: Basic auth, HAL paging, job polling, typed errors."""
+    """A connection to one ONTAP cluster: Basic auth, HAL paging, job polling, typed errors.
+
+    ONTAP checks the Basic credentials on every call: there is no session to expire, but a
+    call can still be refused ``401`` with credentials the cluster accepted a moment ago (the
+    account's password rotated under a running restore and back, an authentication service
+    failing over). Such a call is sent once more; a 401 before the credentials were ever
+    accepted (a wrong password) fails at once.
+    """
 
     def __init__(
         self, array: str, url: str, user: str, password: str, verify: bool | str, timeout_s: float
@@ -229,6 +236,30 @@ class OntapSession:
             {"Accept": "application/hal+json, application/json", "User-Agent": "snaprestore"}
         )
         self.svms: dict[str | None, str] = {}  # the block's svm setting → checked SVM name
+        self.accepted = False  # the cluster has accepted these credentials once
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send one call; a 401 after the credentials were accepted is sent once more."""
+        try:
+            r = self.rest.request(method, path, **kwargs)
+        except ArrayAuthError as exc:
+            if exc.status != 401 or not self.accepted:
+                raise
+            try:  # nothing was done: ONTAP refuses a call before it acts on it
+                r = self.rest.request(method, path, **kwargs)
+            except ArrayAuthError as again:
+                if again.status != 401:
+                    raise
+                text = str(again).removeprefix(f"{self.array}: ")
+                raise ArrayAuthError(
+                    f"{text}; refused twice, although the cluster accepted these credentials "
+                    "before (was the password changed on the cluster?)",
+                    array=self.array,
+                    status=again.status,
+                    code=again.code,
+                ) from again
+        self.accepted = True
+        return r
 
     def close(self) -> None:
         """Close the HTTP connections (ONTAP REST has no session to log out of)."""
@@ -236,7 +267,7 @@ class OntapSession:
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET one object (``path`` starts with ``/api``)."""
-        return self._json(self.rest.request("GET", path, params=params))
+        return self._json(self.request("GET", path, params=params))
 
     def records(
         self, path: str, params: dict[str, Any] | None = None, page_size: int | None = None
@@ -268,7 +299,7 @@ class OntapSession:
         job_timeout_s: float = 300.0,
     ) -> dict[str, Any]:
         """POST/PATCH/DELETE; when ONTAP answers ``202`` with a job, wait for the job."""
-        r = self.rest.request(method, path, json=body, params=params)
+        r = self.request(method, path, json=body, params=params)
         data = self._json(r)
         job = data.get("job")
         if r.status_code == 202 and isinstance(job, dict) and job.get("uuid"):

@@ -670,11 +670,35 @@ def test_a_job_that_outlives_its_timeout_is_transient_and_the_retry_adopts_it(la
         impatient.delete_copy(copy)
 
 
-def test_wrong_password_is_an_auth_error(lab, cfg):
+def test_wrong_password_is_an_auth_error(lab, cfg, raw):
+    """Credentials the cluster never accepted fail at the first 401: no second try."""
     block = make_block(lab, cfg, password="not-the-password")
+    since = raw.lab("GET", "/calls/log", params={"since": 2**62}).json()["last_seq"]
     with pytest.raises(ArrayAuthError, match="user and password") as err:
         block.describe()
     assert err.value.status == 401
+    calls = raw.lab("GET", "/calls/log", params={"since": since}).json()["calls"]
+    assert [(c["operation"], c["status"]) for c in calls] == [("GET /api/cluster", 401)]
+
+
+def test_a_401_after_the_credentials_worked_is_sent_once_more(lab, cfg, raw):
+    """ONTAP checks the credentials on every call: one refused although they worked before
+    (``/lab/sessions/expire``) is sent again and succeeds; refused twice, it fails saying
+    the credentials worked before."""
+    block = make_block(lab, cfg, timeout_s=31)  # a session of its own
+    block.describe()
+    since = raw.lab("GET", "/calls/log", params={"since": 2**62}).json()["last_seq"]
+    assert raw.lab("POST", "/sessions/expire", json={"times": 1}).status_code == 200
+    assert isinstance(block.list_copies(), list)
+    calls = raw.lab("GET", "/calls/log", params={"since": since}).json()["calls"]
+    assert [(c["operation"], c["status"]) for c in calls][:2] == [
+        ("GET /api/storage/volumes", 401),
+        ("GET /api/storage/volumes", 200),
+    ]
+    assert raw.lab("POST", "/sessions/expire", json={"times": 2}).status_code == 200
+    with pytest.raises(ArrayAuthError, match="refused twice, although the cluster accepted"):
+        block.list_copies()
+    assert isinstance(block.list_copies(), list)  # nothing is left pending
 
 
 def test_unknown_svm_is_reported(lab, cfg):
