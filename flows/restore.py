@@ -12,9 +12,10 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
+from pyVmomi import vmodl
 
 from blocks.arrays import StorageArray
-from blocks.errors import brief
+from blocks.errors import ArrayError, brief
 from blocks.registry import load_arrays
 from blocks.settings import settings
 from blocks.vcenter import VCenterCredentials
@@ -39,7 +40,7 @@ from flows.plan import (
 )
 from flows.run import MIGRATION_FAILED, Restore, RestoreError
 from tasks import vsphere as vs
-from tasks.retry import step
+from tasks.retry import StepError, step
 
 
 class InstantRecoveryDecision(RunInput):
@@ -235,7 +236,14 @@ def _one_line(exc: BaseException) -> str:
     """The failure as the run's state message shows it: one line, the step that failed."""
     if isinstance(exc, RestoreError | PlanError):
         return str(exc)
-    return brief(exc)
+    if isinstance(exc, StepError | ArrayError | vs.VSphereError | vmodl.MethodFault):
+        return brief(exc)
+    # not an error snaprestore raises or expects (a library failing to read a reply, say):
+    # its text alone can be as bare as "''"
+    return (
+        f"unexpected {type(exc).__name__}: {brief(exc)} (a defect in snaprestore or a "
+        "library it uses; the run's log has the traceback: please report it)"
+    )
 
 
 def _finish(run: Restore, finish: Finish, restore_id: str) -> str:

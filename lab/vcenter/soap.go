@@ -314,11 +314,42 @@ func newFault(kind string) (types.BaseMethodFault, error) {
 	return v, nil
 }
 
+// fillRefs sets the unset object references of an injected fault (DuplicateName's object,
+// say) to the object the method was called on: an empty reference is no valid SOAP, and a
+// client cannot read the fault at all.
+func fillRefs(v reflect.Value, this types.ManagedObjectReference) {
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return
+	}
+	refType := reflect.TypeOf(types.ManagedObjectReference{})
+	for i := 0; i < v.NumField(); i++ {
+		field := v.Field(i)
+		if !field.CanSet() {
+			continue
+		}
+		switch {
+		case field.Type() == refType:
+			if field.Interface().(types.ManagedObjectReference).Type == "" {
+				field.Set(reflect.ValueOf(this))
+			}
+		case field.Kind() == reflect.Struct && v.Type().Field(i).Anonymous:
+			fillRefs(field.Addr(), this)
+		}
+	}
+}
+
 func (s *soapLayer) writeInjected(w http.ResponseWriter, m *simulator.Method, kind string) {
 	f, err := newFault(kind)
 	if err != nil { // validated when the rule was added
 		f = &types.SystemError{Reason: err.Error()}
 	}
+	fillRefs(reflect.ValueOf(f), m.This)
 	msg := "lab: injected " + kind
 	if strings.HasSuffix(m.Name, "_Task") {
 		entity := s.lab.taskEntity(m.This)
