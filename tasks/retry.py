@@ -144,7 +144,15 @@ def one_line_errors(name: str) -> Callable[[F], F]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             try:
                 return func(*args, **kwargs)
-            except (StepError, ArrayError):
+            except StepError:
+                raise
+            except ArrayError as exc:
+                # the array's message names its HTTP call; say which step made it too. The
+                # error keeps its type (callers and the retry rule tell errors apart by it),
+                # and a step called inside another step is named once, the innermost.
+                if not getattr(exc, "step_named", False):
+                    exc.args = (f"{_render(name, func, args, kwargs)} failed: {exc}",)
+                    exc.step_named = True  # type: ignore[attr-defined]
                 raise
             except Exception as exc:
                 transport = isinstance(

@@ -13,11 +13,13 @@ import re
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pyVmomi import vim, vmodl
 
 from blocks.models import IscsiPortal
+from tasks.watch import Watch
 
 
 class VSphereError(Exception):
@@ -147,25 +149,28 @@ def datacenter_of(obj: Any) -> vim.Datacenter:
 
 
 def wait(task: vim.Task, timeout_s: float) -> Any:
-    """Wait for ``task``; return its result, raise its fault, or VSphereError on timeout."""
+    """Wait for ``task``; return its result, raise its fault, or VSphereError on timeout.
+
+    vCenter announces the task's end (:class:`tasks.watch.Watch`): no polling delay."""
     deadline = time.monotonic() + timeout_s
-    delay = 0.02
-    while True:
-        info = task.info
-        if info.state == vim.TaskInfo.State.success:
-            return info.result
-        if info.state == vim.TaskInfo.State.error:
-            raise info.error
-        if time.monotonic() > deadline:
-            raise TaskStillRunning(
-                f"vCenter task {task._moId} ({info.descriptionId}) is still {info.state} after "
-                f"{timeout_s:.0f} s; it goes on in vCenter",
-                task._moId,
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+    with Watch({task: ["info.state"]}) as w:
+        while w.get(task, "info.state") not in DONE:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                info = task.info
+                raise TaskStillRunning(
+                    f"vCenter task {task._moId} ({info.descriptionId}) is still {info.state} "
+                    f"after {timeout_s:.0f} s; it goes on in vCenter",
+                    task._moId,
+                )
+            w.changed(left)
+    info = task.info
+    if info.state == vim.TaskInfo.State.error:
+        raise info.error
+    return info.result
 
 
+DONE = (vim.TaskInfo.State.success, vim.TaskInfo.State.error)
 ACTIVE = (vim.TaskInfo.State.queued, vim.TaskInfo.State.running)
 
 
@@ -265,10 +270,18 @@ def adapters_for(host: vim.HostSystem, protocol: str) -> list[str]:
 
 
 def rescan(host: vim.HostSystem, devices: Iterable[str]) -> None:
-    """Rescan exactly these adapters of ``host``."""
+    """Rescan exactly these adapters of ``host``, all at once (each takes seconds on a real
+    host, and they are independent); the first failure is raised once all have ended."""
     storage = host.configManager.storageSystem
-    for device in devices:
-        storage.RescanHba(hbaDevice=device)
+    devices = list(devices)
+    if len(devices) <= 1:
+        for device in devices:
+            storage.RescanHba(hbaDevice=device)
+        return
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        futures = [pool.submit(storage.RescanHba, hbaDevice=d) for d in devices]
+    for f in futures:
+        f.result()
 
 
 def scsi_lun(host: vim.HostSystem, naa: str) -> Any | None:
@@ -499,25 +512,30 @@ def answer_uuid_question(vm: vim.VirtualMachine, answer: str) -> bool:
     return True
 
 
+POWER_ON = "VirtualMachine.powerOn"
+
+
 def power_on(vm: vim.VirtualMachine, answer: str, timeout_s: float) -> bool:
     """Power ``vm`` on, answering the moved-or-copied question; return True if asked.
 
-    Already on is fine.
+    Already on is fine. Safe to call again: a power-on an earlier attempt started and
+    vCenter still runs (its question unanswered when that attempt failed, say) is finished,
+    not started twice (vCenter would refuse a second one with ``TaskInProgress``).
     """
     if vm.runtime.powerState == vim.VirtualMachinePowerState.poweredOn:
         return False
-    task = vm.PowerOnVM_Task()
+    running = running_tasks(vm.recentTask, POWER_ON)
+    task = running[0] if running else vm.PowerOnVM_Task()
     asked = False
     deadline = time.monotonic() + timeout_s
-    while True:
-        state = task.info.state
-        if state in (vim.TaskInfo.State.success, vim.TaskInfo.State.error):
-            break
-        if answer_uuid_question(vm, answer):
-            asked = True
-        if time.monotonic() > deadline:
-            raise VSphereError(f"power-on of {vm.name} did not finish in {timeout_s:.0f}s")
-        time.sleep(0.05)
+    with Watch({task: ["info.state"], vm: ["runtime.question"]}) as w:
+        while w.get(task, "info.state") not in DONE:
+            if w.get(vm, "runtime.question") is not None and answer_uuid_question(vm, answer):
+                asked = True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VSphereError(f"power-on of {vm.name} did not finish in {timeout_s:.0f}s")
+            w.changed(left)
     wait(task, timeout_s)
     return asked
 
@@ -528,24 +546,26 @@ def wait_for_tools(vm: vim.VirtualMachine, timeout_s: float, want_ip: bool) -> d
     Returns what was seen: tools, heartbeat, ip, seconds. Raises VSphereError on timeout.
     """
     start = time.monotonic()
-    seen: dict[str, Any] = {}
-    while True:
-        guest = vm.guest
-        seen = {
-            "tools": guest.toolsRunningStatus,
-            "heartbeat": str(vm.summary.quickStats.guestHeartbeatStatus),
-            "ip": guest.ipAddress or None,
-        }
-        ok = seen["tools"] == "guestToolsRunning" and seen["heartbeat"] == "green"
-        if ok and (seen["ip"] or not want_ip):
-            seen["seconds"] = round(time.monotonic() - start, 2)
-            return seen
-        if time.monotonic() - start > timeout_s:
-            raise VSphereError(
-                f"{vm.name}: no VMware Tools heartbeat{' and IP' if want_ip else ''} within "
-                f"{timeout_s:.0f}s (tools {seen['tools']}, heartbeat {seen['heartbeat']})"
-            )
-        time.sleep(0.2)
+    paths = ["guest.toolsRunningStatus", "summary.quickStats.guestHeartbeatStatus"]
+    with Watch({vm: [*paths, "guest.ipAddress"]}) as w:
+        while True:
+            seen = {
+                "tools": w.get(vm, paths[0]),
+                "heartbeat": str(w.get(vm, paths[1])),
+                "ip": w.get(vm, "guest.ipAddress") or None,
+            }
+            ok = seen["tools"] == "guestToolsRunning" and seen["heartbeat"] == "green"
+            if ok and (seen["ip"] or not want_ip):
+                seen["seconds"] = round(time.monotonic() - start, 2)
+                return seen
+            left = timeout_s - (time.monotonic() - start)
+            if left <= 0:
+                raise VSphereError(
+                    f"{vm.name}: no VMware Tools heartbeat{' and IP' if want_ip else ''} "
+                    f"within {timeout_s:.0f}s (tools {seen['tools']}, heartbeat "
+                    f"{seen['heartbeat']})"
+                )
+            w.changed(left)
 
 
 def power_off(vm: vim.VirtualMachine, timeout_s: float) -> bool:
