@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     retries: int = Field(default=3, ge=0, description="retries of a step after a transient error")
     retry_delay_s: float = Field(default=2.0, ge=0, description="first retry delay; doubles")
     retry_jitter: float = Field(default=0.5, ge=0, description="random extra delay, as a fraction")
-    max_parallel_vms: int = Field(default=8, ge=1, description="VMs restored at the same time")
+    max_parallel_vms: int = Field(default=32, ge=1, description="VMs restored at the same time")
     tools_timeout_s: float = Field(default=600, gt=0, description="wait for VMware Tools")
     task_timeout_s: float = Field(default=1800, gt=0, description="wait for a vSphere task")
     pause_timeout_s: int = Field(default=4 * 3600, gt=0, description="wait for a user decision")
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     drill_vms: list[str] = Field(default_factory=list, description="drilled VMs")
     janitor_cron: str = Field(default="15 * * * *", description="when the janitor runs")
     array_concurrency: int = Field(default=4, ge=1, description="array steps at once, per array")
-    host_concurrency: int = Field(default=4, ge=1, description="vSphere steps at once, per host")
+    host_concurrency: int = Field(default=8, ge=1, description="vSphere steps at once, per host")
 
 
 @lru_cache(maxsize=1)
