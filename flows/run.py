@@ -683,6 +683,7 @@ class Restore:
         create_markdown_artifact(key="restore-report", markdown="\n".join(lines))
         return {
             "restore_id": self.plan.restore_id,
+            "started_at": self.started_at,  # seconds since the epoch; VM times count from it
             "finished_with": decision,
             "vms": [o.model_dump() for o in self.outcomes()],
             "side_effects": self.effects.table(),
