@@ -178,6 +178,9 @@ class OntapOps:
                         "name": igroup,
                         "protocol": "iscsi",
                         "os_type": "vmware",
+                        # gone with its last map, as snaprestore's own igroups: a left-over
+                        # igroup of the host would be reused by later restores
+                        "delete_on_unmap": True,
                         "initiators": [{"name": host["iqn"]}],
                     },
                 )
