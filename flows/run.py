@@ -14,6 +14,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
 from blocks.arrays import StorageArray
@@ -423,8 +424,16 @@ class Restore:
         copies = self.copies
         for gr in self.groups:
             for vm in gr.plan.vms:
+                # the plan and the group hold every VM: quoted, Prefect does not walk them
+                # for each VM's task (that made submitting N VMs cost N² of Prefect's time)
                 f = restore_vm.submit(
-                    self.vc, self.plan, vm, gr.plan, copies, self.tag, self.started_at
+                    self.vc,
+                    quote(self.plan),
+                    vm,
+                    quote(gr.plan),
+                    quote(copies),
+                    self.tag,
+                    self.started_at,
                 )
                 self.vm_futures.append(f)
                 pending.append((gr, vm, f))
