@@ -93,7 +93,7 @@ def find_vmx_files(datastore: vim.Datastore, timeout_s: float) -> list[VmxFile]:
 
 def inventory_path(si: vim.ServiceInstance, obj: vim.ManagedEntity) -> str:
     """Return the inventory path of ``obj`` below the root folder, e.g. ``dc1`` or ``eu/dc1``."""
-    root = si.content.rootFolder
+    root = vs.service_content(si).rootFolder
     parts = []
     while obj is not None and obj != root:  # never read the root's (unset) parent
         parts.append(obj.name)

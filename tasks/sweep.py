@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from pyVmomi import vim, vmodl
 
 from blocks.models import CopyTag, SnapshotCopy
-from tasks.vsphere import adapter_protocols, collect, split_ds_path
+from tasks.vsphere import adapter_protocols, collect, service_content, split_ds_path
 
 TAG_FIELD = "snaprestore"  # the custom attribute tasks.vsphere_tasks._tag writes
 
@@ -103,7 +103,7 @@ def footprint_key(copy: SnapshotCopy) -> str:
 
 def tag_field_key(si: vim.ServiceInstance) -> int | None:
     """Return the key of the ``snaprestore`` custom attribute, or None if it was never made."""
-    fields = si.content.customFieldsManager.field or []
+    fields = service_content(si).customFieldsManager.field or []
     return next((f.key for f in fields if f.name == TAG_FIELD), None)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from blocks.models import IscsiPortal
+from tasks.content import service_content
 from tasks.watch import Watch
 
 
@@ -44,7 +45,7 @@ def collect(si: vim.ServiceInstance, vimtype: type, props: list[str]) -> list[di
     Each item maps the property paths to their values, plus ``"obj"`` to the object.
     Properties that could not be read (a VM whose config is unavailable) are absent.
     """
-    content = si.RetrieveContent()
+    content = service_content(si)
     view = content.viewManager.CreateContainerView(content.rootFolder, [vimtype], True)
     pc = vmodl.query.PropertyCollector
     try:
@@ -89,7 +90,7 @@ def read_objects(
         objectSet=[pc.ObjectSpec(obj=o, skip=False) for o in objs],
         propSet=[pc.PropertySpec(type=type(objs[0]), pathSet=props, all=False)],
     )
-    collector = si.RetrieveContent().propertyCollector
+    collector = service_content(si).propertyCollector
     out: dict[str, dict[str, Any]] = {}
     result = collector.RetrievePropertiesEx([spec], pc.RetrieveOptions())
     while result is not None:
@@ -677,7 +678,7 @@ def copy_files(
         if task is not None and running_tasks([task], *_task_kinds(task)):
             wait(task, timeout_s)
     dc = datacenter_of(source)
-    fm = si.content.fileManager
+    fm = service_content(si).fileManager
     with contextlib.suppress(vim.fault.FileAlreadyExists):
         fm.MakeDirectory(
             name=f"[{target.name}] {target_folder}", datacenter=dc, createParentDirectories=True

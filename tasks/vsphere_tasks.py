@@ -48,7 +48,7 @@ def _ds(vc: VCenterCredentials, ref: DatastoreRef) -> vim.Datastore:
 
 def _tag(si: vim.ServiceInstance, entity: object, tag: CopyTag) -> None:
     """Mark ``entity`` with snaprestore's tag in a custom attribute."""
-    cfm = si.content.customFieldsManager
+    cfm = vs.service_content(si).customFieldsManager
     field = next((f for f in cfm.field or [] if f.name == TAG_FIELD), None)
     if field is None:
         try:

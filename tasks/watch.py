@@ -20,6 +20,8 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from tasks.content import service_content
+
 POLL_S = 0.25
 MAX_WAIT_S = 30  # each WaitForUpdatesEx returns at least this often (the HTTP timeout is longer)
 
@@ -34,9 +36,8 @@ class Watch:
         self._version = ""
 
     def __enter__(self) -> Watch:
-        stub = next(iter(self.objects))._stub
         try:
-            root = vim.ServiceInstance("ServiceInstance", stub).content.propertyCollector
+            root = service_content(next(iter(self.objects))).propertyCollector
             self._collector = root.CreatePropertyCollector()
             spec = vmodl.query.PropertyCollector.FilterSpec(
                 objectSet=[
