@@ -105,13 +105,10 @@ def test_limits_without_a_reachable_vcenter_still_cover_every_array(lab_blocks, 
 def test_an_ended_vcenter_session_logs_in_again_by_itself(lab, lab_blocks, vclab):
     """Steps reuse the process's session without checking it first; when vCenter has ended
     it, the next call logs in again by itself and the step goes on."""
-    import ssl
-
-    from pyVim.connect import Disconnect, SmartConnect
-
     from blocks.registry import load_arrays
     from flows.plan import RestoreRequest
     from flows.restore import plan_restore
+    from tests.support.labs import end_session
 
     vc = VCenterCredentials.load("default")
     si = vc.connect()
@@ -119,18 +116,7 @@ def test_an_ended_vcenter_session_logs_in_again_by_itself(lab, lab_blocks, vclab
     calls = sum(vclab.calls().values())
     assert vc.connect() is si
     assert sum(vclab.calls().values()) == calls  # no round trip to hand out the session
-    cfg = lab["vcenter"]
-    admin = SmartConnect(
-        host=cfg["host"],
-        port=cfg["port"],
-        user=cfg["user"],
-        pwd=cfg["password"],
-        sslContext=ssl.create_default_context(cafile=lab["ca_bundle"]),
-    )
-    try:
-        admin.content.sessionManager.TerminateSession(sessionId=[key])
-    finally:
-        Disconnect(admin)
+    end_session(lab, key)
     logins = vclab.calls().get("Login", 0)
     ds = next(d for d in lab["datastores"] if d["name"] == "ds-nfs-01")
     plan = plan_restore(vc, load_arrays(), RestoreRequest(vms=ds["vms"][:1]), "session-test")

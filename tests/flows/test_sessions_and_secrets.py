@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -27,12 +26,12 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFi
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 from prefect.states import State
-from pyVim.connect import Disconnect, SmartConnect
 
 from blocks.vcenter import VCenterCredentials
 from flows.janitor import janitor
 from flows.restore import restore_from_snapshot
 from tests.support.concurrency import call_log, last_seq
+from tests.support.labs import end_session
 
 
 def _ds(lab: dict[str, Any], name: str) -> dict[str, Any]:
@@ -47,18 +46,7 @@ def _end_this_process_vcenter_session(lab: dict[str, Any]) -> str:
     """Terminate the vCenter session the flows of this process use (as vCenter's idle
     timeout would), from an administrator's session of its own; return its key."""
     key = VCenterCredentials.load("default").connect().content.sessionManager.currentSession.key
-    vc = lab["vcenter"]
-    admin = SmartConnect(
-        host=vc["host"],
-        port=vc["port"],
-        user=vc["user"],
-        pwd=vc["password"],
-        sslContext=ssl.create_default_context(cafile=lab["ca_bundle"]),
-    )
-    try:
-        admin.content.sessionManager.TerminateSession(sessionId=[key])
-    finally:
-        Disconnect(admin)
+    end_session(lab, key)
     return key
 
 

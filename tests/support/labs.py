@@ -55,3 +55,10 @@ def connected(info: dict[str, Any]) -> Iterator[Any]:
         yield si
     finally:
         Disconnect(si)
+
+
+def end_session(info: dict[str, Any], key: str) -> None:
+    """End the vCenter session ``key`` (as vCenter's idle timeout would), from an
+    administrator's session of its own."""
+    with connected(info) as admin:
+        admin.content.sessionManager.TerminateSession(sessionId=[key])
