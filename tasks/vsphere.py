@@ -165,6 +165,11 @@ def wait(task: vim.Task, timeout_s: float) -> Any:
                     task._moId,
                 )
             w.changed(left)
+    return outcome(task)
+
+
+def outcome(task: vim.Task) -> Any:
+    """Return the result of ``task``, which has ended, or raise its fault."""
     info = task.info
     if info.state == vim.TaskInfo.State.error:
         raise info.error
@@ -537,7 +542,7 @@ def power_on(vm: vim.VirtualMachine, answer: str, timeout_s: float) -> bool:
             if left <= 0:
                 raise VSphereError(f"power-on of {vm.name} did not finish in {timeout_s:.0f}s")
             w.changed(left)
-    wait(task, timeout_s)
+    outcome(task)
     return asked
 
 
