@@ -40,7 +40,7 @@ from flows.plan import (
 )
 from flows.run import MIGRATION_FAILED, Restore, RestoreError
 from tasks import vsphere as vs
-from tasks.retry import StepError, step
+from tasks.retry import StepError, is_transport, step
 
 
 class InstantRecoveryDecision(RunInput):
@@ -238,6 +238,8 @@ def _one_line(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, StepError | ArrayError | vs.VSphereError | vmodl.MethodFault):
         return brief(exc)
+    if is_transport(exc):  # vCenter unreachable before any step (planning connects)
+        return f"cannot reach vCenter: {brief(exc)} (check the vCenter block's host and port)"
     # not an error snaprestore raises or expects (a library failing to read a reply, say):
     # its text alone can be as bare as "''"
     return (

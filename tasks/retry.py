@@ -122,6 +122,12 @@ def _hint(exc: BaseException) -> str:
     return "see the task in vCenter's task list for details"
 
 
+def is_transport(exc: BaseException) -> bool:
+    """True for a failure of the connection itself (refused, reset, timed out, a broken
+    HTTP reply), not of what was asked."""
+    return isinstance(exc, ConnectionError | TimeoutError | http.client.HTTPException)
+
+
 def _is_vsphere_fault(exc: BaseException) -> bool:
     return isinstance(exc, vmodl.MethodFault)
 
@@ -155,10 +161,7 @@ def one_line_errors(name: str) -> Callable[[F], F]:
                     exc.step_named = True  # type: ignore[attr-defined]
                 raise
             except Exception as exc:
-                transport = isinstance(
-                    exc, ConnectionError | TimeoutError | http.client.HTTPException
-                )
-                if not (_is_vsphere_fault(exc) or transport):
+                if not (_is_vsphere_fault(exc) or is_transport(exc)):
                     raise
                 what = _render(name, func, args, kwargs)
                 raise StepError(

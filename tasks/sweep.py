@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 from pyVmomi import vim, vmodl
 
 from blocks.models import CopyTag, SnapshotCopy
-from tasks.vsphere import adapter_protocols, collect, service_content, split_ds_path
+from tasks.content import service_content
+from tasks.vsphere import adapter_protocols, collect, split_ds_path
 
 TAG_FIELD = "snaprestore"  # the custom attribute tasks.vsphere_tasks._tag writes
 
