@@ -483,7 +483,8 @@ class Restore:
                     continue  # (a failed migration is asked again with its own state)
                 ds = target or vm.target_datastore or vm.datastore
                 ref = VmRef(name=out.restored_as or vm.new_name, moref=out.moref)
-                f = vt.relocate_vm.submit(self.vc, ref, ds, disk_moves(vm, copies, self.plan))
+                with slots.on_host(gr.plan.host):  # Storage vMotion loads the host
+                    f = vt.relocate_vm.submit(self.vc, ref, ds, disk_moves(vm, copies, self.plan))
                 moves.append((gr, out, ref, ds, f))
         for gr, out, ref, ds, f in moves:
             vm_tag = self.tag.model_copy(update={"datastore": out.datastore})

@@ -3,13 +3,13 @@
 The tag concurrency limits ``array-<array>`` and ``esxi-<host>`` (created by
 ``python -m deployments serve|deploy|limits``) protect production arrays and hosts across
 runs and workers: at most N steps of every restore, drill, catalog and janitor run at once
-on one array or one host. A slot is not free: even on a fast server each costs about
-150 ms of Prefect's own time (acquire, lease renewal, release), and a process acquires the
+on one array or one host. A slot is not free: on the patched server each costs about
+60 ms of Prefect's own time (acquire, lease renewal, release), and a process acquires the
 slots of one limit one at a time. So only the steps that load an array or a host's storage
 stack take one:
 
 - **array**: creating a copy, presenting it, withdrawing it, deleting it (and the
-  janitor's listing of an array);
+  janitor's listings and its removal of an unused host object or igroup);
 - **host**: iSCSI static targets, adapter rescans, resignature, NFS mounts, VMFS unmounts,
   device detaches, NAS removals, powering a VM on (a boot storm is the host's load),
   Storage vMotion, datastore file copies.
